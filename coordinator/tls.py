@@ -1,0 +1,149 @@
+"""Per-job keys and the coordinator's TLS contexts.
+
+Each job makes its own CA, so a worker certificate is good for one job only and the server
+key never leaves the coordinator (mu sent it to every worker).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from lambda_worker.tlsconf import SERVER_NAME, client_context, load_pem_chain
+
+JOB_VALIDITY = dt.timedelta(days=2)
+CLOCK_SKEW = dt.timedelta(minutes=10)
+KEY_FILES = ("ca_cert.pem", "server_cert.pem", "server_key.pem", "worker_cert.pem", "worker_key.pem")
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    ca_cert: str
+    server_cert: str
+    server_key: str
+    worker_cert: str
+    worker_key: str
+
+    def worker_tls(self) -> dict[str, str]:
+        """The ``tls`` field of an invocation event: never the server key."""
+        return {"ca": self.ca_cert, "cert": self.worker_cert, "key": self.worker_key}
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mu"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common)])  # fmt: skip
+
+
+def _issue(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    validity: dt.timedelta,
+    *,
+    ca: bool = False,
+    usage: x509.ObjectIdentifier | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                          content_commitment=False, key_encipherment=False, data_encipherment=False,
+                          key_agreement=False, encipher_only=False, decipher_only=False),
+            critical=True,
+        )  # fmt: skip
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([usage] if usage else []), critical=False)
+    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_job_keys(validity: dt.timedelta = JOB_VALIDITY, label: str = "job") -> JobKeys:
+    """A fresh CA (ECDSA P-256), one server certificate and one shared worker certificate."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"mu {label} CA")
+    ca = _issue(f"mu {label} CA", ca_key, ca_name, ca_key, validity, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue(SERVER_NAME, server_key, ca_name, ca_key, validity, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    worker_key = ec.generate_private_key(ec.SECP256R1())
+    worker = _issue("mu-worker", worker_key, ca_name, ca_key, validity, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def pem(cert: x509.Certificate) -> str:
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    return JobKeys(pem(ca), pem(server), _pem_key(server_key), pem(worker), _pem_key(worker_key))
+
+
+def server_context(keys: JobKeys) -> ssl.SSLContext:
+    """TLS 1.3 server that accepts only clients holding a certificate from the job's CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=keys.ca_cert)
+    load_pem_chain(ctx, keys.server_cert, keys.server_key)
+    return ctx
+
+
+def worker_context(keys: JobKeys) -> ssl.SSLContext:
+    """What a worker uses; the coordinator needs it for tests and simulated workers."""
+    return client_context(keys.ca_cert, keys.worker_cert, keys.worker_key)
+
+
+def write_keys(keys: JobKeys, directory: str | os.PathLike[str]) -> list[Path]:
+    """``mu genkeys``: write the five PEM files, private keys 0600, refusing to overwrite."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / name for name in KEY_FILES]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        raise FileExistsError(
+            f"refusing to overwrite {', '.join(existing)}; remove them or pick another directory"
+        )
+    values = (keys.ca_cert, keys.server_cert, keys.server_key, keys.worker_cert, keys.worker_key)
+    for path, value in zip(paths, values, strict=True):
+        mode = 0o600 if path.name.endswith("key.pem") else 0o644
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+    return paths
+
+
+def read_keys(directory: str | os.PathLike[str]) -> JobKeys:
+    """Load keys written by ``mu genkeys`` (or by mu's genkeys.sh with the same file names)."""
+    folder = Path(directory)
+    missing = [name for name in KEY_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} lacks {', '.join(missing)}; create them with 'mu genkeys {folder}'"
+        )
+    return JobKeys(*((folder / name).read_text() for name in KEY_FILES))

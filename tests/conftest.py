@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coordinator.locals3 import FAKE_CREDENTIALS, LocalS3
+from coordinator.tls import JobKeys, make_job_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG2Y4M = ROOT / "binaries" / "bin" / "png2y4m"
+
+for _k, _v in FAKE_CREDENTIALS.items():
+    os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[LocalS3]:
+    """One moto server on 127.0.0.1 for the whole run; tests use their own buckets."""
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keys() -> JobKeys:
+    return make_job_keys()
+
+
+@pytest.fixture(scope="session")
+def png2y4m() -> Path:
+    if not PNG2Y4M.exists():
+        subprocess.run(["make", "-C", str(ROOT / "binaries")], check=True)
+    return PNG2Y4M
+
+
+def python() -> str:
+    return sys.executable

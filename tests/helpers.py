@@ -1,0 +1,114 @@
+"""A minimal test-side coordinator: accepts workers over mutual TLS and talks raw mu frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.tls import JobKeys, server_context
+from lambda_worker.wire import Decoder, encode
+
+
+@dataclass
+class Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    decoder: Decoder = field(default_factory=Decoder)
+    pending: list[bytes] = field(default_factory=list)
+
+    async def recv(self, timeout: float = 20.0) -> bytes:
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise EOFError("worker closed the connection")
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.pop(0)
+
+    async def send(self, body: bytes | str) -> None:
+        self.writer.write(encode(body))
+        await self.writer.drain()
+
+    async def cmd(self, body: bytes | str, timeout: float = 20.0) -> bytes:
+        await self.send(body)
+        return await self.recv(timeout)
+
+    async def closed(self, timeout: float = 10.0) -> bool:
+        """True once the worker has closed its end."""
+        try:
+            while True:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not data:
+                    return True
+        except (ConnectionError, ssl.SSLError):
+            return True
+
+
+class TestCoordinator:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, keys: JobKeys) -> None:
+        self.keys = keys
+        self.conns: asyncio.Queue[Conn] = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> TestCoordinator:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=server_context(self.keys))
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.server.wait_closed(), 5)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.conns.put(Conn(reader, writer))
+
+    async def accept(self, timeout: float = 30.0) -> Conn:
+        return await asyncio.wait_for(self.conns.get(), timeout)
+
+
+def event_for(keys: JobKeys, port: int, **extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "coordinator": f"127.0.0.1:{port}",
+        "worker": 0,
+        "job": "test-job",
+        "tls": keys.worker_tls(),
+        "bucket": "",
+        "region": "us-east-1",
+        "s3_endpoint": None,
+        "command": "",
+        "nonblock": 0,
+        "idle_timeout": 60,
+    }
+    event.update(extra)
+    return event
+
+
+async def start_worker(event: dict[str, Any]) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lambda_worker",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(event).encode())
+    proc.stdin.close()
+    return proc
+
+
+async def finish(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> tuple[int, dict[str, Any], str]:
+    """Wait for a worker process; return its exit code, its JSON summary and its stderr."""
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    lines = out.decode().strip().splitlines()
+    summary = json.loads(lines[-1]) if lines else {}
+    assert proc.returncode is not None
+    return proc.returncode, summary, err.decode()

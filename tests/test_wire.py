@@ -1,0 +1,38 @@
+import pytest
+
+from lambda_worker.wire import Decoder, ProtocolError, encode
+
+
+def test_encode_is_mu_framing():
+    assert encode("OK:HELLO") == b"000000000008 OK:HELLO"
+    assert encode(b"") == b"000000000000 "
+
+
+def test_decoder_handles_any_split_and_binary_bodies():
+    bodies = [b"set:a:1", b"", b"\x00\xff" * 1000, b"retrieve:k\x00f"]
+    stream = b"".join(encode(b) for b in bodies)
+    for step in (1, 2, 7, 13, 100, len(stream)):
+        dec = Decoder()
+        got = []
+        for i in range(0, len(stream), step):
+            got.extend(dec.feed(stream[i : i + step]))
+        assert got == bodies
+        assert dec.buffered == 0
+
+
+def test_over_long_frame_is_rejected_before_buffering():
+    dec = Decoder(max_frame=1024)
+    with pytest.raises(ProtocolError, match="exceeds the maximum of 1024"):
+        dec.feed(b"%012d " % 1025)
+    assert Decoder(max_frame=1024).feed(encode(b"x" * 1024)) == [b"x" * 1024]
+
+
+@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.1\r\n", b"00000000001x body", b"000000000001-x"])
+def test_garbage_header_is_a_protocol_error(garbage):
+    with pytest.raises(ProtocolError, match="12 ASCII digits"):
+        Decoder().feed(garbage)
+
+
+def test_garbage_is_caught_before_a_full_header_arrives():
+    with pytest.raises(ProtocolError):
+        Decoder().feed(b"\x16\x03")

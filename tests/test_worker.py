@@ -1,0 +1,251 @@
+"""A real ``python -m lambda_worker`` process driven over mutual TLS, with S3 on moto's server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+
+import pytest
+
+from coordinator.tls import make_job_keys, server_context
+from lambda_worker.handler import lambda_handler
+from lambda_worker.wire import encode
+
+from .helpers import TestCoordinator, event_for, finish, start_worker
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def hello(keys, **extra):
+    coord = TestCoordinator(keys)
+    await coord.__aenter__()
+    proc = await start_worker(event_for(keys, coord.port, **extra))
+    conn = await coord.accept()
+    assert await conn.recv() == b"OK:HELLO"
+    return coord, proc, conn
+
+
+@pytest.mark.parametrize("nonblock", [0, 1])
+def test_every_command(keys, s3, bucket, nonblock):
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key="in/a.txt", Body=b"alpha\n")
+    client.put_object(Bucket=bucket, Key="in/b.txt", Body=b"beta\n")
+
+    async def slow(conn, command, working, final):
+        """In nonblock mode a slow command answers twice: at once, then when it is done."""
+        reply = await conn.cmd(command)
+        if nonblock:
+            assert reply.startswith(working), reply
+            reply = await conn.recv()
+        assert reply.startswith(final), reply
+        return reply
+
+    async def scenario():
+        coord, proc, conn = await hello(
+            keys, bucket=bucket, s3_endpoint=s3.endpoint, nonblock=nonblock,
+            command="cat ##INFILE## > ##OUTFILE##",
+        )  # fmt: skip
+        assert await conn.cmd("set:inkey:in/a.txt") == b"OK:SET(inkey)"
+        assert await conn.cmd("set:targfile:##TMPDIR##/a.txt") == b"OK:SET(targfile)"
+        assert await conn.cmd("seti:answer:42") == b"OK:SETI(answer)"
+        assert await conn.cmd("get:inkey") == b"OK:GET(in/a.txt)"
+        assert await conn.cmd("geti:answer") == b"INFO:answer:42"
+        assert await conn.recv() == b"OK:GETI(answer)"
+        dumped = await conn.cmd("dump_vals:")
+        assert json.loads(dumped.removeprefix(b"OK:DUMP_VALS:"))["answer"] == 42
+        assert await conn.cmd("echo:hi there") == b"OK:ECHO(hi there)"
+        await slow(conn, "retrieve:", b"OK:RETRIEVING(", f"OK:RETRIEVE({bucket}/in/a.txt)".encode())
+        await slow(conn, b"retrieve:in/b.txt\x00##TMPDIR##/b.txt", b"OK:RETRIEVING(",
+                   f"OK:RETRIEVE({bucket}/in/b.txt)".encode())  # fmt: skip
+        await conn.cmd("set:cmdinfile:##TMPDIR##/a.txt ##TMPDIR##/b.txt")
+        await conn.cmd("set:cmdoutfile:##TMPDIR##/out.txt")
+        reply = await slow(conn, "run:", b"OK:RUNNING(", b"OK:RETVAL(0):OUTPUT():COMMAND(cat /")
+        assert b"/out.txt" in reply
+        await conn.cmd("set:outkey:out/ab.txt")
+        await conn.cmd("set:fromfile:##TMPDIR##/out.txt")
+        await slow(conn, "upload:", b"OK:UPLOADING(", f"OK:UPLOAD({bucket}/out/ab.txt)".encode())
+        await slow(conn, b"upload:out/copy.txt\x00##TMPDIR##/a.txt", b"OK:UPLOADING(",
+                   f"OK:UPLOAD({bucket}/out/copy.txt)".encode())  # fmt: skip
+        reply = await slow(conn, "run:echo $TMPDIR; png2y4m -h | head -1", b"OK:RUNNING(", b"OK:RETVAL(0)")
+        assert b"usage: png2y4m" in reply  # the bundled binaries are on PATH
+        await conn.send("quit:")
+        code, summary, _ = await finish(proc)
+        await coord.__aexit__()
+        return code, summary
+
+    code, summary = run(scenario())
+    assert code == 0 and summary["exit"] == "quit" and summary["ok"]
+    assert client.get_object(Bucket=bucket, Key="out/ab.txt")["Body"].read() == b"alpha\nbeta\n"
+    assert client.get_object(Bucket=bucket, Key="out/copy.txt")["Body"].read() == b"alpha\n"
+
+
+def test_nonblock_replies_in_completion_order_and_keeps_serving(keys):
+    async def scenario():
+        coord, proc, conn = await hello(keys, nonblock=1)
+        assert (await conn.cmd("run:sleep 1.5; echo slow")).startswith(b"OK:RUNNING(")
+        assert (await conn.cmd("run:echo fast")).startswith(b"OK:RUNNING(")
+        assert await conn.cmd("echo:still here") == b"OK:ECHO(still here)"
+        first, second = await conn.recv(), await conn.recv()
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        return first, second
+
+    first, second = run(scenario())
+    assert first.startswith(b"OK:RETVAL(0):OUTPUT(fast")
+    assert second.startswith(b"OK:RETVAL(0):OUTPUT(slow")
+
+
+def test_bad_commands_fail_and_the_worker_keeps_serving(keys, s3, bucket):
+    async def scenario():
+        coord, proc, conn = await hello(keys, bucket=bucket, s3_endpoint=s3.endpoint)
+        replies = {
+            "unknown": await conn.cmd("frobnicate:x"),
+            "set": await conn.cmd("set:novalue"),
+            "seti": await conn.cmd("seti:n:abc"),
+            "get": await conn.cmd("get:nothing"),
+            "missing_key": await conn.cmd(b"retrieve:no/such/key\x00##TMPDIR##/x"),
+            "missing_bucket": await conn.cmd("set:bucket:no-such-bucket-here")
+            and await conn.cmd(b"retrieve:k\x00##TMPDIR##/x"),
+            "upload_nofile": await conn.cmd(b"upload:k\x00##TMPDIR##/absent"),
+            "failing": await conn.cmd("run:echo oops; exit 3"),
+        }
+        replies["alive"] = await conn.cmd("echo:alive")
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        return replies
+
+    r = run(scenario())
+    assert r["unknown"] == b"FAIL(no such command 'frobnicate:x')"
+    assert r["set"].startswith(b"FAIL(set needs 'set:KEY:VALUE'")
+    assert r["seti"] == b"FAIL(seti: value 'abc' for 'n' is not an integer)"
+    assert r["get"].startswith(b"FAIL(get: no variable 'nothing'")
+    assert r["missing_key"].startswith(f"FAIL(RETRIEVE({bucket}/no/such/key)".encode())
+    assert b"404" in r["missing_key"] or b"NoSuchKey" in r["missing_key"]
+    assert r["missing_bucket"].startswith(b"FAIL(RETRIEVE(no-such-bucket-here/k)")
+    assert r["upload_nofile"].startswith(b"FAIL(UPLOAD(no-such-bucket-here/k): local file")
+    assert r["failing"].startswith(b"FAIL(RETVAL(3):OUTPUT(oops")
+    assert r["alive"] == b"OK:ECHO(alive)"
+
+
+@pytest.mark.parametrize("header", [b"garbage-header-bytes", b"%012d " % (10**11)])
+def test_bad_frame_header_closes_the_connection(keys, header):
+    async def scenario():
+        coord, proc, conn = await hello(keys)
+        conn.writer.write(header)
+        await conn.writer.drain()
+        closed = await conn.closed()
+        code, summary, err = await finish(proc)
+        await coord.__aexit__()
+        return closed, code, summary, err
+
+    closed, code, summary, err = run(scenario())
+    assert closed and code == 1
+    assert summary["exit"] == "protocol_error"
+    assert "protocol error from coordinator" in err
+
+
+def test_coordinator_with_a_foreign_certificate_is_refused(keys):
+    async def scenario():
+        impostor = TestCoordinator(make_job_keys())  # same name, different CA
+        await impostor.__aenter__()
+        proc = await start_worker(event_for(keys, impostor.port))
+        code, summary, err = await finish(proc)
+        await impostor.__aexit__()
+        return code, summary, err, impostor.conns.qsize()
+
+    code, summary, err, accepted = run(scenario())
+    assert code == 1 and summary["exit"] == "connect_failed"
+    assert "CERTIFICATE_VERIFY_FAILED" in err or "certificate verify failed" in err
+    assert accepted == 0
+
+
+def test_malformed_event_is_a_clear_error(keys):
+    async def scenario():
+        ev = event_for(keys, 1)
+        del ev["tls"]
+        code, summary, err = await finish(await start_worker(ev))
+        return code, summary, err
+
+    code, summary, err = run(scenario())
+    assert code == 2
+    assert "event field 'tls' is missing" in summary["error"]
+    assert "Traceback" not in err
+
+
+def test_idle_timeout_ends_a_forgotten_worker(keys):
+    async def scenario():
+        coord, proc, _conn = await hello(keys, idle_timeout=1)
+        result = await finish(proc)
+        await coord.__aexit__()
+        return result
+
+    code, summary, err = run(scenario())
+    assert summary["exit"] == "idle_timeout" and code == 1
+    assert "no command for 1 s" in err
+
+
+def test_lambda_context_deadline_is_reported(keys):
+    class Context:
+        def get_remaining_time_in_millis(self):
+            return 123456
+
+    async def scenario():
+        async with TestCoordinator(keys) as coord:
+            task = asyncio.create_task(
+                asyncio.to_thread(lambda_handler, event_for(keys, coord.port), Context())
+            )
+            conn = await coord.accept()
+            got = [await conn.recv(), await conn.recv()]
+            await conn.send("quit:")
+            return got, await task
+
+    got, summary = run(scenario())
+    assert got == [b"OK:HELLO", b"INFO:deadline_ms:123456"]
+    assert summary["ok"] and summary["exit"] == "quit"
+
+
+def test_connect_to_a_relay_and_receive_a_file(keys):
+    """connect: opens mutual TLS to a peer endpoint; FILE messages land in the temp dir."""
+
+    async def scenario():
+        seen: list[bytes] = []
+
+        async def relay(reader, writer):
+            head = await reader.readexactly(13)
+            seen.append(await reader.readexactly(int(head[:12])))
+            writer.write(encode(b"FILE:state.bin:\x00\x01payload"))
+            await writer.drain()
+            await reader.read()  # until the worker closes
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=server_context(keys))
+        rport = server.sockets[0].getsockname()[1]
+        coord, proc, conn = await hello(keys)
+        reply = await conn.cmd(f"connect:127.0.0.1:{rport}:HELLO_STATE:job:0:1")
+        info = await conn.recv()
+        cat = await conn.cmd("run:od -An -c ##TMPDIR##/state.bin")
+        closing = await conn.cmd("close_connect:")
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        server.close()
+        return reply, info, cat, closing, seen
+
+    reply, info, cat, closing, seen = run(scenario())
+    assert re.fullmatch(rb"OK:CONNECT\(127\.0\.0\.1:\d+\)", reply)
+    assert seen == [b"HELLO_STATE:job:0:1"]
+    assert info == b"INFO:file:state.bin"
+    assert b"p   a   y   l   o   a   d" in cat
+    assert closing == b"OK:CLOSE_CONNECT"
