@@ -1,10 +1,139 @@
-"""The ``mu`` command line."""
+"""The ``mu`` command line: ``mu run JOB ...``, ``mu genkeys DIR``, ``mu demo``."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import datetime as dt
+import os
 import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from . import tls
+from .jobs import job_modules
+from .launcher import Launcher, LocalLauncher
+from .runner import new_job_id, run_job
+from .server import ServerOptions
+from .status import Status
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("coordinator")
+    g.add_argument("--backend", choices=("local", "aws"), default="local", help="where workers run (local)")
+    g.add_argument("-t", "--port", type=int, default=13579, help="port to listen on; 0 picks one (13579)")
+    g.add_argument("--host", default=None, help="address to listen on (127.0.0.1 local, 0.0.0.0 aws)")
+    g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
+    g.add_argument("-m", "--kill-time", type=_positive(float), default=300.0,
+                   help="seconds to wait for one reply before failing the worker (300)")  # fmt: skip
+    g.add_argument("--connect-timeout", type=_positive(float), default=300.0,
+                   help="seconds to wait for all workers to connect (300)")  # fmt: skip
+    g.add_argument("-O", "--timing-log", default=None, help="write per-worker state timings as JSON here")
+    g.add_argument("--keys", default=None, help="folder from 'mu genkeys' (default: fresh keys for this job)")
+    g.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"), help="AWS region")
+    g.add_argument(
+        "--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3 endpoint override"
+    )
+    g.add_argument("--log-dir", default=None, help="local backend: folder for worker logs (a temp dir)")
+    g.add_argument(
+        "--concurrency", type=_positive(int), default=64, help="local backend: processes at once (64)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mu", description="Run parallel jobs on AWS Lambda workers driven over mutual TLS."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,genkeys,demo}")
+    run = sub.add_parser("run", help="run a job")
+    jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
+    for name, module in job_modules().items():
+        jp = jobs.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(jp)
+        add_server_arguments(jp)
+    gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
+    gk.add_argument("dir")
+    gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
+    sub.add_parser(
+        "demo", help="run png2y4m locally against an embedded S3 (see 'mu demo -h')", add_help=False
+    )
+    return parser
+
+
+def make_launcher(args: argparse.Namespace, job_id: str) -> Launcher:
+    if args.backend == "aws":
+        raise NotImplementedError("the aws backend is not available yet; use --backend local")
+    log_dir = args.log_dir or tempfile.mkdtemp(prefix=f"mu-{job_id}-")
+    return LocalLauncher(log_dir, concurrency=args.concurrency)
+
+
+def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    module = job_modules()[args.job]
+    try:
+        job = module.make_job(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    job_id = new_job_id(job.name)
+    try:
+        launcher = make_launcher(args, job_id)
+        keys = tls.read_keys(args.keys) if args.keys else tls.make_job_keys(label=job_id)
+    except (NotImplementedError, FileNotFoundError) as exc:
+        print(f"mu: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
+    options = ServerOptions(
+        host=host, port=args.port, kill_time=args.kill_time,
+        connect_timeout=args.connect_timeout, timing_log=args.timing_log,
+    )  # fmt: skip
+    try:
+        result = asyncio.run(
+            run_job(job, launcher, keys, options, Status(job.name, job.workers), args.advertise, job_id)
+        )
+    except (OSError, ValueError) as exc:
+        print(f"mu: {exc}", file=sys.stderr)
+        return 1
+    print(result.describe(), file=sys.stderr if not result.ok else sys.stdout)
+    return 0 if result.ok else 1
+
+
+def cmd_genkeys(args: argparse.Namespace) -> int:
+    keys = tls.make_job_keys(validity=dt.timedelta(days=args.days), label="long-lived")
+    try:
+        paths = tls.write_keys(keys, args.dir)
+    except (FileExistsError, OSError) as exc:
+        print(f"mu genkeys: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("usage: mu {run,genkeys,demo} ...  (the coordinator is not built yet)", file=sys.stderr)
-    return 2
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "genkeys":
+        return cmd_genkeys(args)
+    return cmd_run(parser, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

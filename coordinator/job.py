@@ -1,0 +1,28 @@
+"""What the server needs to know about a job, independent of which job it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .machine import MachineState
+
+
+@dataclass
+class Job:
+    """A job: the first state of every worker's machine and the settings its states read.
+
+    ``info`` is copied into each worker's machine, so states find job settings (bucket,
+    frames per chunk, ...) in ``self.info`` next to what they learn at run time.
+    """
+
+    name: str
+    initial: Callable[..., MachineState]
+    workers: int
+    info: dict[str, Any] = field(default_factory=dict)
+    command: str = ""  # the worker's default command for ``run:``
+    bucket: str = ""
+    region: str = "us-east-1"
+    s3_endpoint: str | None = None
+    nonblock: int = 0

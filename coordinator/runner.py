@@ -1,0 +1,49 @@
+"""Run one job: listen, launch the workers, drive them, report."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+
+from .job import Job
+from .launcher import Launcher, make_events
+from .server import Coordinator, JobResult, ServerOptions
+from .status import Status
+from .tls import JobKeys, server_context
+
+
+def new_job_id(name: str) -> str:
+    return f"{name}-{secrets.token_hex(6)}"
+
+
+async def run_job(
+    job: Job,
+    launcher: Launcher,
+    keys: JobKeys,
+    options: ServerOptions,
+    status: Status | None = None,
+    advertise: str | None = None,
+    job_id: str | None = None,
+    idle_timeout: float = 300,
+) -> JobResult:
+    """``advertise`` is the host workers dial; it defaults to the address we listen on."""
+    status = status or Status(job.name, job.workers)
+    ctx: ssl.SSLContext = server_context(keys)
+    coordinator = Coordinator(job, ctx, options, status)
+    port = await coordinator.start()
+    host = advertise or options.host
+    if host in ("0.0.0.0", "::", ""):
+        raise ValueError(
+            "listening on every interface: say which address workers should dial with --advertise"
+        )
+    events = make_events(
+        job, job_id or new_job_id(job.name), f"{host}:{port}", keys, job.workers, idle_timeout
+    )
+    status.event(f"listening on {options.host}:{port}; launching {job.workers} workers")
+    try:
+        await launcher.launch(events)
+        result = await coordinator.wait(launcher)
+    finally:
+        await coordinator.close()
+        await launcher.close()
+    return result
