@@ -59,6 +59,7 @@ class JobResult:
     succeeded: int
     failures: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
+    rejected: int = 0  # connections turned away: failed TLS, bad first message
 
     def describe(self) -> str:
         if self.ok:
@@ -105,8 +106,6 @@ class Coordinator:
                 self._on_connect,
                 self.opts.host,
                 self.opts.port,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=self.opts.handshake_timeout,
                 backlog=4096,
             )
         except OSError as exc:
@@ -163,7 +162,7 @@ class Coordinator:
                 failures[f"missing worker {i + 1} of {missing}"] = missing_reason or "never connected"
         succeeded = sum(1 for r in self.records.values() if r.ended is not None and r.error is None)
         ok = not failures and succeeded == self.job.workers
-        return JobResult(ok, self.job.workers, succeeded, failures, time.monotonic() - self.t0)
+        return JobResult(ok, self.job.workers, succeeded, failures, time.monotonic() - self.t0, self.rejected)
 
     def write_timing_log(self, path: str) -> None:
         doc = {
@@ -187,6 +186,14 @@ class Coordinator:
         peer = f"{host}:{port}"
         decoder = Decoder(self.opts.max_frame)
         try:
+            # TLS is started here rather than by the listener so that a failed handshake is
+            # seen, counted and logged instead of vanishing inside asyncio.
+            try:
+                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.opts.handshake_timeout)
+            except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+                self.rejected += 1
+                self.status.event(f"rejected connection from {peer}: TLS handshake failed: {exc}")
+                return
             first = await self._first_message(reader, decoder, peer)
             if first is None:
                 return

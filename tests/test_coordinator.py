@@ -1,0 +1,218 @@
+"""The coordinator end to end: real TLS, real worker processes, S3 on moto's server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from coordinator.demo import encode_png, frame_rgb, to_uint16, verify_chunk
+from coordinator.job import Job
+from coordinator.jobs import png2y4m
+from coordinator.launcher import LocalLauncher
+from coordinator.machine import CommandListState, MachineState, TerminalState
+from coordinator.runner import run_job
+from coordinator.server import ServerOptions
+from coordinator.status import Status
+from coordinator.tls import SERVER_NAME, make_job_keys, worker_context
+from lambda_worker.wire import encode
+
+
+def test_png2y4m_through_the_cli(s3, tmp_path):
+    bucket, video, frames, workers, w, h = f"mu-{uuid.uuid4().hex[:10]}", "clip", 3, 4, 64, 36
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    offset = 1  # skip the first chunk, as mu's -o does
+    for frame in range(1, frames * (workers + offset) + 1):
+        png = encode_png(to_uint16(frame_rgb(frame, w, h)))
+        client.put_object(Bucket=bucket, Key=png2y4m.input_key(video, "png16", frame), Body=png)
+    timing = tmp_path / "timing.json"
+    cmd = [
+        sys.executable, "-m", "coordinator", "run", "png2y4m", "-n", str(workers), "-f", str(frames),
+        "-o", str(offset), "-v", video, "-b", bucket, "-t", "0", "-O", str(timing), "-m", "60",
+        "--s3-endpoint", s3.endpoint, "--log-dir", str(tmp_path / "logs"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"all {workers} workers finished" in proc.stdout
+    for chunk in range(offset, offset + workers):
+        body = client.get_object(Bucket=bucket, Key=png2y4m.output_key(video, frames, chunk))["Body"].read()
+        assert verify_chunk(body, chunk, frames, w, h) == []
+    log = json.loads(timing.read_text())
+    assert len(log["records"]) == workers
+    states = [s["state"].split()[0] for s in log["records"][0]["states"]]
+    assert states[0] == "PNG2Y4MConfigState" and states[-1] == "FinalState"
+    assert states.count("PNG2Y4MRetrieveAndRunState") == frames
+
+
+class Done(TerminalState):
+    pass
+
+
+class Sleepy(CommandListState):
+    """Actor 0 kills its own worker process mid-command; the others work for a while."""
+
+    nextState = Done
+    commandlist = [("OK:HELLO", "run:{cmd}"), ("OK:RETVAL(0)", "quit:")]
+
+    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+        super().__init__(prevState, aNum)
+        victim = self.actorNum in self.info["victims"]
+        self.format_commands(cmd="kill -9 $PPID; sleep 5" if victim else f"sleep {self.info['sleep']}")
+
+
+def run_local(job: Job, tmp_path, hostile=None, concurrency=None):
+    keys = make_job_keys()
+    opts = ServerOptions(host="127.0.0.1", port=0, kill_time=30, connect_timeout=60)
+    launcher = LocalLauncher(tmp_path / "logs", concurrency=concurrency or job.workers)
+
+    async def scenario():
+        status = Status(job.name, job.workers, tty=False)
+        task = asyncio.create_task(run_job(job, launcher, keys, opts, status))
+        extra = await hostile(keys) if hostile else None
+        return await asyncio.wait_for(task, 120), extra
+
+    return asyncio.run(scenario())
+
+
+def test_a_killed_worker_is_reported_and_the_job_does_not_hang(tmp_path):
+    job = Job("sleepy", Sleepy, workers=3, info={"victims": [0], "sleep": 0.5})
+    result, _ = run_local(job, tmp_path)
+    assert not result.ok and result.succeeded == 2
+    assert list(result.failures) == ["actor 0"]
+    assert "worker disconnected in Sleepy" in result.failures["actor 0"]
+    assert "actor 0: worker disconnected" in result.describe()
+
+
+def test_workers_that_never_connect_end_the_job(tmp_path):
+    job = Job("sleepy", Sleepy, workers=2, info={"victims": [], "sleep": 0})
+    wrong = make_job_keys()
+    keys = make_job_keys()
+    # Workers get a CA that does not match the coordinator: they cannot connect and exit.
+    keys_for_workers = type(keys)(
+        wrong.ca_cert, keys.server_cert, keys.server_key, keys.worker_cert, keys.worker_key
+    )
+    opts = ServerOptions(host="127.0.0.1", port=0, kill_time=30, connect_timeout=60)
+    launcher = LocalLauncher(tmp_path / "logs", concurrency=2)
+
+    async def scenario():
+        from coordinator.launcher import make_events
+        from coordinator.server import Coordinator
+        from coordinator.tls import server_context
+
+        coord = Coordinator(job, server_context(keys), opts, Status("x", 2, tty=False))
+        port = await coord.start()
+        await launcher.launch(make_events(job, "j", f"127.0.0.1:{port}", keys_for_workers, 2))
+        result = await asyncio.wait_for(coord.wait(launcher), 60)
+        await launcher.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert not result.ok and result.succeeded == 0
+    assert set(result.failures) == {"worker 0", "worker 1"}
+    assert all("exited with status 1" in why for why in result.failures.values())
+
+
+async def _hostile_clients(keys, port_holder):
+    """Garbage over TCP, TLS without a client certificate, and one from another CA."""
+    await asyncio.sleep(0.3)
+    port = port_holder["port"]
+    outcomes = {}
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)))
+    await w.drain()
+    outcomes["garbage"] = await asyncio.wait_for(r.read(), 15)
+    w.close()
+
+    no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    no_cert.load_verify_locations(cadata=keys.ca_cert)
+    foreign = worker_context(make_job_keys())
+    foreign.load_verify_locations(cadata=keys.ca_cert)
+    for name, ctx in (("no_cert", no_cert), ("foreign_cert", foreign)):
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=SERVER_NAME)
+            w.write(encode(b"OK:HELLO"))
+            await w.drain()
+            outcomes[name] = await asyncio.wait_for(r.read(), 15)  # TLS 1.3 reports the alert on read
+        except (ssl.SSLError, ConnectionError) as exc:
+            outcomes[name] = exc
+    return outcomes
+
+
+def test_hostile_connections_are_rejected_while_a_job_completes(tmp_path, monkeypatch):
+    # Two workers at a time, four in all: the port stays open while the first two work.
+    job = Job("sleepy", Sleepy, workers=4, info={"victims": [], "sleep": 3})
+    port_holder = {}
+
+    # Learn the port the server picked, so the hostile clients can aim at it.
+    from coordinator import server as server_mod
+
+    start = server_mod.Coordinator.start
+
+    async def spy_start(self):
+        port = await start(self)
+        port_holder["port"] = port
+        return port
+
+    monkeypatch.setattr(server_mod.Coordinator, "start", spy_start)
+    result, outcomes = run_local(
+        job, tmp_path, hostile=lambda keys: _hostile_clients(keys, port_holder), concurrency=2
+    )
+    assert result.ok, result.describe()
+    assert result.succeeded == 4 and result.rejected == 3
+    assert outcomes["garbage"] == b""  # closed without a reply
+    for name in ("no_cert", "foreign_cert"):
+        assert isinstance(outcomes[name], (ssl.SSLError, ConnectionError)) or outcomes[name] == b"", name
+
+
+def test_cli_usage_errors():
+    def mu(*args):
+        return subprocess.run([sys.executable, "-m", "coordinator", *args], capture_output=True, text=True)
+
+    bad = mu("run", "png2y4m", "-b", "x", "-n", "0")
+    assert bad.returncode == 2 and "--workers must be at least 1" in bad.stderr
+    missing = mu("run", "png2y4m")
+    assert missing.returncode == 2 and "-b/--bucket" in missing.stderr
+    aws = mu("run", "png2y4m", "-b", "x", "--backend", "aws")
+    assert aws.returncode == 2 and "not available yet" in aws.stderr
+    unknown = mu("frobnicate")
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+    killtime = mu("run", "png2y4m", "-b", "x", "-m", "-1")
+    assert killtime.returncode == 2 and "must be greater than 0" in killtime.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "coordinator", "run", "png2y4m", "-b", "x", "-t", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "--port" in proc.stderr
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_png2y4m_job_options_validate(workers):
+    import argparse
+
+    ns = argparse.Namespace(
+        workers=workers,
+        frames=0,
+        offset=0,
+        video="v",
+        bucket="b",
+        in_format="png16",
+        region="r",
+        s3_endpoint=None,
+    )
+    with pytest.raises(ValueError, match="--frames must be at least 1"):
+        png2y4m.make_job(ns)
