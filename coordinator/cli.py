@@ -13,7 +13,7 @@ from typing import Any
 
 from . import tls
 from .jobs import job_modules
-from .launcher import Launcher, LocalLauncher
+from .launcher import LambdaLauncher, Launcher, LaunchError, LocalLauncher
 from .runner import new_job_id, run_job
 from .server import ServerOptions
 from .status import Status
@@ -48,9 +48,31 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3 endpoint override"
     )
+    g.add_argument("--spares", type=int, default=0, help="extra workers; the first N to connect work (0)")
     g.add_argument("--log-dir", default=None, help="local backend: folder for worker logs (a temp dir)")
     g.add_argument(
         "--concurrency", type=_positive(int), default=64, help="local backend: processes at once (64)"
+    )
+    a = p.add_argument_group("aws backend")
+    a.add_argument(
+        "--function",
+        default=os.environ.get("MU_FUNCTION", ""),
+        help="worker function name(s), comma-separated ($MU_FUNCTION)",
+    )
+    a.add_argument("--regions", default=None, help="regions to invoke in, comma-separated (--region)")
+    a.add_argument(
+        "--max-inflight", type=_positive(int), default=256, help="invocations in flight at once (256)"
+    )
+    a.add_argument(
+        "--launch-deadline",
+        type=_positive(float),
+        default=120.0,
+        help="seconds to keep retrying throttled invocations (120)",
+    )
+    a.add_argument(
+        "--lambda-endpoint",
+        default=os.environ.get("AWS_ENDPOINT_URL_LAMBDA"),
+        help="Lambda endpoint override ($AWS_ENDPOINT_URL_LAMBDA)",
     )
 
 
@@ -74,9 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_launcher(args: argparse.Namespace, job_id: str) -> Launcher:
+def _names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def make_launcher(args: argparse.Namespace, job_id: str, status: Status) -> Launcher:
     if args.backend == "aws":
-        raise NotImplementedError("the aws backend is not available yet; use --backend local")
+        return LambdaLauncher(
+            _names(args.function),
+            _names(args.regions or args.region),
+            endpoint_url=args.lambda_endpoint,
+            max_inflight=args.max_inflight,
+            deadline=args.launch_deadline,
+            status=status,
+        )
     log_dir = args.log_dir or tempfile.mkdtemp(prefix=f"mu-{job_id}-")
     return LocalLauncher(log_dir, concurrency=args.concurrency)
 
@@ -87,22 +120,23 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         job = module.make_job(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.spares < 0:
+        parser.error(f"--spares must be >= 0, got {args.spares}")
     job_id = new_job_id(job.name)
+    status = Status(job.name, job.workers)
     try:
-        launcher = make_launcher(args, job_id)
+        launcher = make_launcher(args, job_id, status)
         keys = tls.read_keys(args.keys) if args.keys else tls.make_job_keys(label=job_id)
-    except (NotImplementedError, FileNotFoundError) as exc:
+    except (LaunchError, FileNotFoundError) as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 2
     host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time,
-        connect_timeout=args.connect_timeout, timing_log=args.timing_log,
+        connect_timeout=args.connect_timeout, timing_log=args.timing_log, spares=args.spares,
     )  # fmt: skip
     try:
-        result = asyncio.run(
-            run_job(job, launcher, keys, options, Status(job.name, job.workers), args.advertise, job_id)
-        )
+        result = asyncio.run(run_job(job, launcher, keys, options, status, args.advertise, job_id))
     except (OSError, ValueError) as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 1

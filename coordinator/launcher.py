@@ -9,12 +9,19 @@ import asyncio
 import contextlib
 import json
 import os
+import random
+import ssl
 import sys
+import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+from .http import Connection, Endpoint, HTTPError, Response, encode_request
 from .job import Job
+from .status import Status
 from .tls import JobKeys
 
 
@@ -44,8 +51,8 @@ class Launcher(ABC):
         """Start one worker per event; returns once all are started (not finished)."""
 
     @abstractmethod
-    def all_finished(self) -> bool:
-        """True when no launched worker can connect any more (unknowable for Lambda: False)."""
+    def all_finished(self, connected: int) -> bool:
+        """True when no more workers can connect, given how many already did."""
 
     @abstractmethod
     def failures(self) -> dict[int, str]:
@@ -102,7 +109,7 @@ class LocalLauncher(Launcher):
                 if code != 0:
                     self._failed[worker] = f"worker process exited with status {code} (log: {log_path})"
 
-    def all_finished(self) -> bool:
+    def all_finished(self, connected: int) -> bool:
         return bool(self._tasks) and all(t.done() for t in self._tasks)
 
     def failures(self) -> dict[int, str]:
@@ -123,3 +130,235 @@ class LocalLauncher(Launcher):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class LaunchError(Exception):
+    """The launcher cannot start at all (no credentials, bad endpoint)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    function: str
+    region: str
+    endpoint: Endpoint
+
+    def describe(self) -> str:
+        return f"function '{self.function}' in {self.region}"
+
+
+@dataclass
+class _Invocation:
+    worker: int
+    body: bytes
+    target: Target
+    attempts: int = 0
+    raw: bytes = b""
+
+
+_HINTS = {
+    400: "the request was refused as invalid",
+    403: "these credentials may not invoke it; check the coordinator's IAM role",
+    404: "no such function there; check --function and --regions (is the stack deployed in that region?)",
+    413: "the invocation event is larger than Lambda accepts",
+}
+
+
+class LambdaLauncher(Launcher):
+    """Asynchronous (``Event``) Lambda invocations, SigV4-signed, over kept-alive connections.
+
+    Invocations go round-robin over every (function, region) pair so a job can scale out
+    past one function's concurrency growth rate. Throttles (429), server errors (5xx) and
+    broken connections are retried with exponential back-off and full jitter until
+    ``deadline`` seconds after launch; any other status fails that worker with a reason.
+    """
+
+    def __init__(
+        self,
+        functions: list[str],
+        regions: list[str],
+        *,
+        endpoint_url: str | None = None,
+        max_inflight: int = 256,
+        deadline: float = 120.0,
+        credentials: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 5.0,
+        status: Status | None = None,
+    ) -> None:
+        if not functions or not all(functions):
+            raise LaunchError("name at least one worker function with --function NAME[,NAME...]")
+        if not regions or not all(regions):
+            raise LaunchError("name at least one region with --regions R1[,R2...]")
+        if max_inflight < 1:
+            raise LaunchError(f"--max-inflight must be at least 1, got {max_inflight}")
+        override = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
+        try:
+            endpoints = {r: Endpoint.parse(override or f"https://lambda.{r}.amazonaws.com") for r in regions}
+        except ValueError as exc:
+            raise LaunchError(f"bad Lambda endpoint: {exc}") from exc
+        self.targets = [Target(f, r, endpoints[r]) for r in regions for f in functions]
+        self.max_inflight = max_inflight
+        self.deadline = deadline
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.status = status
+        self._credentials = credentials if credentials is not None else _default_credentials()
+        self._ssl = ssl_context or ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+        self.launched = 0
+        self.retried = 0
+        self._failed: dict[int, str] = {}
+        self._resolved = asyncio.Event()
+        self._remaining = 0
+        self._lanes: list[asyncio.Task[None]] = []
+        self.elapsed = 0.0
+
+    # -- building requests ----------------------------------------------------------------
+
+    def _sign(self, inv: _Invocation) -> bytes:
+        """A complete HTTP request; signed anew for every attempt so retries stay fresh."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        t = inv.target
+        path = f"/2015-03-31/functions/{quote(t.function, safe='')}/invocations"
+        req = AWSRequest(
+            method="POST",
+            url=t.endpoint.url + path,
+            data=inv.body,
+            headers={"X-Amz-Invocation-Type": "Event", "Content-Type": "application/json"},
+        )
+        SigV4Auth(self._credentials, "lambda", t.region).add_auth(req)
+        headers = {"Host": urlsplit(t.endpoint.url).netloc, **{k: str(v) for k, v in req.headers.items()}}
+        return encode_request("POST", path, headers, inv.body)
+
+    def build(self, events: list[dict[str, Any]]) -> list[_Invocation]:
+        """Serialise and sign every invocation before the first is sent (as mu's launchpar)."""
+        invs = []
+        for i, event in enumerate(events):
+            inv = _Invocation(
+                int(event["worker"]), json.dumps(event).encode(), self.targets[i % len(self.targets)]
+            )
+            inv.raw = self._sign(inv)
+            invs.append(inv)
+        return invs
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def launch(self, events: list[dict[str, Any]]) -> None:
+        await self.send(self.build(events))
+
+    async def send(self, invocations: list[_Invocation]) -> None:
+        t0 = time.monotonic()
+        self._deadline_at = t0 + self.deadline
+        self._remaining = len(invocations)
+        if not invocations:
+            self._resolved.set()
+            return
+        queues: dict[Endpoint, asyncio.Queue[_Invocation | None]] = {}
+        for inv in invocations:
+            queues.setdefault(inv.target.endpoint, asyncio.Queue()).put_nowait(inv)
+        lanes_each = max(1, self.max_inflight // len(queues))
+        loop = asyncio.get_running_loop()
+        for endpoint, queue in queues.items():
+            for _ in range(min(lanes_each, queue.qsize())):
+                self._lanes.append(loop.create_task(self._lane(endpoint, queue)))
+        self._queues = queues
+        await self._resolved.wait()
+        for queue in queues.values():
+            for _ in range(len(self._lanes)):
+                queue.put_nowait(None)
+        await asyncio.gather(*self._lanes, return_exceptions=True)
+        self.elapsed = time.monotonic() - t0
+        if self.status is not None:
+            self.status.event(self.report())
+
+    def report(self) -> str:
+        rate = self.launched / self.elapsed if self.elapsed > 0 else 0.0
+        return (
+            f"launch: {self.launched} invoked, {self.retried} retried, {len(self._failed)} failed "
+            f"in {self.elapsed:.2f} s ({rate:.0f}/s)"
+        )
+
+    async def _lane(self, endpoint: Endpoint, queue: asyncio.Queue[_Invocation | None]) -> None:
+        conn = Connection(endpoint, self._ssl)
+        try:
+            while (inv := await queue.get()) is not None:
+                try:
+                    response = await conn.request(inv.raw)
+                except (OSError, TimeoutError, HTTPError, ssl.SSLError) as exc:
+                    self._retry(
+                        inv, queue, f"connection to {endpoint.url} failed: {exc or type(exc).__name__}"
+                    )
+                    continue
+                if response.status in (200, 202, 204):
+                    self.launched += 1
+                    self._resolve()
+                elif response.status == 429 or response.status >= 500:
+                    self._retry(inv, queue, f"HTTP {response.status} {_error_text(response)}")
+                else:
+                    hint = _HINTS.get(response.status, "unexpected answer from Lambda")
+                    self._fail(inv, f"HTTP {response.status} {_error_text(response)}; {hint}")
+        finally:
+            await conn.close()
+
+    def _retry(self, inv: _Invocation, queue: asyncio.Queue[_Invocation | None], why: str) -> None:
+        inv.attempts += 1
+        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**inv.attempts))
+        if time.monotonic() + delay > self._deadline_at:
+            self._fail(
+                inv, f"still failing after {inv.attempts} attempts when --launch-deadline passed: {why}"
+            )
+            return
+        self.retried += 1
+
+        def again() -> None:
+            inv.raw = self._sign(inv)
+            queue.put_nowait(inv)
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+    def _fail(self, inv: _Invocation, why: str) -> None:
+        self._failed[inv.worker] = f"{inv.target.describe()}: {why}"
+        self._resolve()
+
+    def _resolve(self) -> None:
+        self._remaining -= 1
+        if self._remaining <= 0:
+            self._resolved.set()
+
+    def all_finished(self, connected: int) -> bool:
+        return self._resolved.is_set() and self.launched <= connected
+
+    def failures(self) -> dict[int, str]:
+        return dict(self._failed)
+
+    async def close(self) -> None:
+        for lane in self._lanes:
+            lane.cancel()
+        await asyncio.gather(*self._lanes, return_exceptions=True)
+
+
+def _error_text(response: Response) -> str:
+    kind = response.headers.get("x-amzn-errortype", "").split(":")[0]
+    message = ""
+    try:
+        doc = json.loads(response.body or b"{}")
+        if isinstance(doc, dict):
+            message = str(doc.get("message") or doc.get("Message") or "")
+            kind = kind or str(doc.get("Type") or doc.get("__type") or "")
+    except ValueError:
+        message = response.body[:200].decode(errors="replace")
+    return " ".join(p for p in (kind or response.reason, message) if p)
+
+
+def _default_credentials() -> Any:
+    """The standard chain: environment, shared profile, container or instance role."""
+    import botocore.session
+
+    creds = botocore.session.Session().get_credentials()
+    if creds is None:
+        raise LaunchError(
+            "no AWS credentials found (environment, ~/.aws profile, or container role); "
+            "configure them, or use --backend local"
+        )
+    return creds

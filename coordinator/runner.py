@@ -28,18 +28,19 @@ async def run_job(
 ) -> JobResult:
     """``advertise`` is the host workers dial; it defaults to the address we listen on."""
     status = status or Status(job.name, job.workers)
-    ctx: ssl.SSLContext = server_context(keys)
-    coordinator = Coordinator(job, ctx, options, status)
-    port = await coordinator.start()
     host = advertise or options.host
     if host in ("0.0.0.0", "::", ""):
         raise ValueError(
             "listening on every interface: say which address workers should dial with --advertise"
         )
-    events = make_events(
-        job, job_id or new_job_id(job.name), f"{host}:{port}", keys, job.workers, idle_timeout
-    )
-    status.event(f"listening on {options.host}:{port}; launching {job.workers} workers")
+    ctx: ssl.SSLContext = server_context(keys)
+    coordinator = Coordinator(job, ctx, options, status)
+    port = await coordinator.start()
+    count = job.workers + options.spares
+    events = make_events(job, job_id or new_job_id(job.name), f"{host}:{port}", keys, count, idle_timeout)
+    spares = f" and {options.spares} spares" if options.spares else ""
+    status.event(f"listening on {options.host}:{port}; launching {job.workers} workers{spares}")
+
     try:
         await launcher.launch(events)
         result = await coordinator.wait(launcher)

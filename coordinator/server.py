@@ -36,7 +36,7 @@ def limit_tls_buffers() -> None:
 class LaunchWatch(Protocol):
     """What the server asks of a launcher: can any launched worker still connect?"""
 
-    def all_finished(self) -> bool: ...
+    def all_finished(self, connected: int) -> bool: ...
 
     def failures(self) -> dict[int, str]: ...
 
@@ -89,6 +89,7 @@ class ServerOptions:
     hello_timeout: float = 30.0
     max_frame: int = DEFAULT_MAX_FRAME
     timing_log: str | None = None
+    spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
 
 
 class Coordinator:
@@ -100,6 +101,7 @@ class Coordinator:
         self.records: dict[int, WorkerRecord] = {}
         self.rejected = 0
         self._next_actor = 0
+        self._spares_seen = 0
         self._finished = 0
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -136,8 +138,12 @@ class Coordinator:
             if self._finished >= self.job.workers:
                 break
             if self._next_actor < self.job.workers:
-                if launcher is not None and launcher.all_finished() and self._finished == self._next_actor:
-                    missing_reason = "its worker process ended without connecting"
+                if (
+                    launcher is not None
+                    and launcher.all_finished(self._next_actor)
+                    and self._finished == self._next_actor
+                ):
+                    missing_reason = "every launched worker has ended or connected; this one never will"
                     break
                 if time.monotonic() >= deadline:
                     missing_reason = (
@@ -211,7 +217,9 @@ class Coordinator:
             hello, pending = first
             if self._next_actor >= self.job.workers:
                 writer.write(encode(b"quit:"))  # a spare: every actor is taken
-                self.status.event(f"extra worker from {peer} told to quit")
+                self._spares_seen += 1
+                self.status.event(f"spare worker from {peer} told to quit")
+                self._maybe_stop_listening()
                 return
             record = self._admit(peer)
             await self._drive(record, reader, writer, decoder, [hello, *pending])
@@ -245,11 +253,16 @@ class Coordinator:
             return None
         return messages[0], messages[1:]
 
+    def _maybe_stop_listening(self) -> None:
+        """Close the port once every actor is taken and every spare has been sent home."""
+        full = self._next_actor >= self.job.workers and self._spares_seen >= self.opts.spares
+        if full and self._server is not None:
+            self._server.close()
+
     def _admit(self, peer: str) -> WorkerRecord:
         actor = self._next_actor
         self._next_actor += 1
-        if self._next_actor >= self.job.workers and self._server is not None:
-            self._server.close()  # stop accepting: every actor is taken
+        self._maybe_stop_listening()
         machine = Machine(self.job.initial, actor, info=dict(self.job.info))
         record = WorkerRecord(actor, peer, machine, time.monotonic())
         self.records[actor] = record

@@ -7,6 +7,7 @@ key never leaves the coordinator (mu sent it to every worker).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def _issue(
     *,
     ca: bool = False,
     usage: x509.ObjectIdentifier | None = None,
+    hosts: tuple[str, ...] = (),
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
@@ -82,19 +84,31 @@ def _issue(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
         ).add_extension(x509.ExtendedKeyUsage([usage] if usage else []), critical=False)
     if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False
-        )
+        names: list[x509.GeneralName] = [x509.DNSName(SERVER_NAME)]
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_job_keys(validity: dt.timedelta = JOB_VALIDITY, label: str = "job") -> JobKeys:
-    """A fresh CA (ECDSA P-256), one server certificate and one shared worker certificate."""
+def make_job_keys(
+    validity: dt.timedelta = JOB_VALIDITY, label: str = "job", hosts: tuple[str, ...] = ()
+) -> JobKeys:
+    """A fresh CA (ECDSA P-256), one server certificate and one shared worker certificate.
+
+    ``hosts`` adds names or IP addresses to the server certificate, for HTTPS endpoints that
+    clients verify by host name (the test and benchmark Lambda endpoints).
+    """
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"mu {label} CA")
     ca = _issue(f"mu {label} CA", ca_key, ca_name, ca_key, validity, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _issue(SERVER_NAME, server_key, ca_name, ca_key, validity, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    server = _issue(
+        SERVER_NAME, server_key, ca_name, ca_key, validity, usage=ExtendedKeyUsageOID.SERVER_AUTH, hosts=hosts
+    )
     worker_key = ec.generate_private_key(ec.SECP256R1())
     worker = _issue("mu-worker", worker_key, ca_name, ca_key, validity, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
 
@@ -104,12 +118,17 @@ def make_job_keys(validity: dt.timedelta = JOB_VALIDITY, label: str = "job") -> 
     return JobKeys(pem(ca), pem(server), _pem_key(server_key), pem(worker), _pem_key(worker_key))
 
 
-def server_context(keys: JobKeys) -> ssl.SSLContext:
-    """TLS 1.3 server that accepts only clients holding a certificate from the job's CA."""
+def server_context(keys: JobKeys, require_client: bool = True) -> ssl.SSLContext:
+    """TLS 1.3 server that accepts only clients holding a certificate from the job's CA.
+
+    ``require_client=False`` makes a plain HTTPS server (the local Lambda endpoints of the
+    tests and benchmarks), which clients still verify against the job's CA.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=keys.ca_cert)
+    if require_client:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=keys.ca_cert)
     load_pem_chain(ctx, keys.server_cert, keys.server_key)
     return ctx
 

@@ -179,8 +179,22 @@ def test_cli_usage_errors():
     assert bad.returncode == 2 and "--workers must be at least 1" in bad.stderr
     missing = mu("run", "png2y4m")
     assert missing.returncode == 2 and "-b/--bucket" in missing.stderr
-    aws = mu("run", "png2y4m", "-b", "x", "--backend", "aws")
-    assert aws.returncode == 2 and "not available yet" in aws.stderr
+    aws = mu("run", "png2y4m", "-b", "x", "--backend", "aws", "--function", "")
+    assert aws.returncode == 2 and "name at least one worker function with --function" in aws.stderr
+    no_addr = mu(
+        "run",
+        "png2y4m",
+        "-b",
+        "x",
+        "--backend",
+        "aws",
+        "--function",
+        "f",
+        "--lambda-endpoint",
+        "http://127.0.0.1:9",
+    )
+    assert no_addr.returncode == 1 and "--advertise" in no_addr.stderr
+
     unknown = mu("frobnicate")
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
     killtime = mu("run", "png2y4m", "-b", "x", "-m", "-1")
