@@ -36,6 +36,7 @@ demo: $(STAMP) binaries
 
 bench: $(STAMP) binaries
 	$(PY) benchmarks/coordinator_capacity.py
+	$(PY) benchmarks/launch_rate.py
 
 clean:
 	$(MAKE) -C binaries clean

@@ -164,23 +164,20 @@ class Connection:
         assert self._reader is not None and self._writer is not None
         try:
             self._writer.write(raw)
-            response = await asyncio.wait_for(self._read_one(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                responses: list[Response] = []
+                while not responses:
+                    data = await self._reader.read(65536)
+                    if not data:
+                        raise ConnectionError("server closed the connection before answering")
+                    responses = self._parser.feed(data)
         except BaseException:
             await self.close()
             raise
+        response = responses[0]
         if not response.keep_alive:
             await self.close()
         return response
-
-    async def _read_one(self) -> Response:
-        assert self._reader is not None
-        while True:
-            data = await self._reader.read(65536)
-            if not data:
-                raise ConnectionError("server closed the connection before answering")
-            responses = self._parser.feed(data)
-            if responses:
-                return responses[0]
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from .http import Connection, Endpoint, HTTPError, Response, encode_request
 from .job import Job
+from .sigv4 import InvokeSigner
 from .status import Status
 from .tls import JobKeys
 
@@ -203,6 +204,7 @@ class LambdaLauncher(Launcher):
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.status = status
         self._credentials = credentials if credentials is not None else _default_credentials()
+        self._signers: dict[tuple[str, Endpoint], InvokeSigner] = {}
         self._ssl = ssl_context or ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
         self.launched = 0
         self.retried = 0
@@ -214,30 +216,37 @@ class LambdaLauncher(Launcher):
 
     # -- building requests ----------------------------------------------------------------
 
+    @staticmethod
+    def _path(target: Target) -> str:
+        return f"/2015-03-31/functions/{quote(target.function, safe='')}/invocations"
+
+    def _signer(self, target: Target) -> InvokeSigner:
+        key = (target.region, target.endpoint)
+        if key not in self._signers:
+            host = urlsplit(target.endpoint.url).netloc
+            self._signers[key] = InvokeSigner(self._credentials, target.region, host)
+        return self._signers[key]
+
     def _sign(self, inv: _Invocation) -> bytes:
         """A complete HTTP request; signed anew for every attempt so retries stay fresh."""
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        t = inv.target
-        path = f"/2015-03-31/functions/{quote(t.function, safe='')}/invocations"
-        req = AWSRequest(
-            method="POST",
-            url=t.endpoint.url + path,
-            data=inv.body,
-            headers={"X-Amz-Invocation-Type": "Event", "Content-Type": "application/json"},
-        )
-        SigV4Auth(self._credentials, "lambda", t.region).add_auth(req)
-        headers = {"Host": urlsplit(t.endpoint.url).netloc, **{k: str(v) for k, v in req.headers.items()}}
+        path = self._path(inv.target)
+        headers = self._signer(inv.target).sign(path, inv.body)
         return encode_request("POST", path, headers, inv.body)
 
     def build(self, events: list[dict[str, Any]]) -> list[_Invocation]:
-        """Serialise and sign every invocation before the first is sent (as mu's launchpar)."""
+        """Serialise and sign every invocation before the first is sent (as mu's launchpar).
+
+        The first request of each target is also signed by botocore's full pipeline and must
+        agree, so a botocore change can never make us send thousands of bad signatures.
+        """
         invs = []
+        checked: set[Target] = set()
         for i, event in enumerate(events):
-            inv = _Invocation(
-                int(event["worker"]), json.dumps(event).encode(), self.targets[i % len(self.targets)]
-            )
+            target = self.targets[i % len(self.targets)]
+            inv = _Invocation(int(event["worker"]), json.dumps(event).encode(), target)
+            if target not in checked:
+                self._signer(target).check(self._path(target), inv.body)
+                checked.add(target)
             inv.raw = self._sign(inv)
             invs.append(inv)
         return invs
