@@ -6,8 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := 1
+# jsii warns on every CDK call that Node 20 is past end-of-life; the CLI and library still work.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+CDK := node_modules/.bin/cdk
 
-.PHONY: all venv binaries lint test demo bench clean
+.PHONY: all venv binaries cdk-cli lint test demo bench deploy destroy synth clean
 
 all: test
 
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml
 	  { echo "mu needs Python 3.11 or newer as $(PYTHON)" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,cdk]'
 	touch $@
 
 venv: $(STAMP)
@@ -24,15 +27,33 @@ venv: $(STAMP)
 binaries:
 	$(MAKE) -C binaries check
 
+# The CDK CLI pinned by package-lock.json.
+node_modules/.installed-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+cdk-cli: node_modules/.installed-stamp
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: $(STAMP) binaries lint
+test: $(STAMP) binaries lint cdk-cli
 	$(PY) -m pytest
 
 demo: $(STAMP) binaries
 	$(VENV)/bin/mu demo
+
+synth: $(STAMP) binaries cdk-cli
+	$(CDK) synth --no-notices -q
+
+# Deploy to the account and region of your AWS credentials (`aws configure` or the environment).
+# Settings: `make deploy CDK_ARGS="-c copies=4 -c memory=3008"`.
+deploy: $(STAMP) binaries cdk-cli
+	$(CDK) deploy --no-notices --require-approval never $(CDK_ARGS)
+
+destroy: $(STAMP) cdk-cli
+	$(CDK) destroy --no-notices --force $(CDK_ARGS)
 
 bench: $(STAMP) binaries
 	$(PY) benchmarks/coordinator_capacity.py

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import tls
+from .discover import DiscoveryError, task_public_address
 from .jobs import job_modules
 from .launcher import LambdaLauncher, Launcher, LaunchError, LocalLauncher
 from .runner import new_job_id, run_job
@@ -35,7 +36,8 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("coordinator")
     g.add_argument("--backend", choices=("local", "aws"), default="local", help="where workers run (local)")
-    g.add_argument("-t", "--port", type=int, default=13579, help="port to listen on; 0 picks one (13579)")
+    port = int(os.environ.get("MU_PORT", "13579"))
+    g.add_argument("-t", "--port", type=int, default=port, help=f"port to listen on; 0 picks one ({port})")
     g.add_argument("--host", default=None, help="address to listen on (127.0.0.1 local, 0.0.0.0 aws)")
     g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
     g.add_argument("-m", "--kill-time", type=_positive(float), default=300.0,
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mu", description="Run parallel jobs on AWS Lambda workers driven over mutual TLS."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,genkeys,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,submit,genkeys,demo}")
     run = sub.add_parser("run", help="run a job")
     jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, module in job_modules().items():
@@ -91,9 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     gk.add_argument("dir")
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
     sub.add_parser(
+        "submit", help="run a job's coordinator as a Fargate task (see 'mu submit -h')", add_help=False
+    )
+    sub.add_parser(
         "demo", help="run png2y4m locally against an embedded S3 (see 'mu demo -h')", add_help=False
     )
     return parser
+
+
+def validate_run(command: list[str]) -> None:
+    """Parse and check ``run JOB ...`` as ``mu run`` would; a usage error exits with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(command)
+    try:
+        job_modules()[args.job].make_job(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _names(text: str | None) -> list[str]:
@@ -131,12 +146,20 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"mu: {exc}", file=sys.stderr)
         return 2
     host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
+    advertise = args.advertise
+    if args.backend == "aws" and not advertise and host in ("0.0.0.0", "::"):
+        try:
+            advertise = task_public_address()
+        except DiscoveryError as exc:
+            print(f"mu: {exc}", file=sys.stderr)
+            return 2
+        status.event(f"advertising {advertise} (found from the task's network interface)")
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time,
         connect_timeout=args.connect_timeout, timing_log=args.timing_log, spares=args.spares,
     )  # fmt: skip
     try:
-        result = asyncio.run(run_job(job, launcher, keys, options, status, args.advertise, job_id))
+        result = asyncio.run(run_job(job, launcher, keys, options, status, advertise, job_id))
     except (OSError, ValueError) as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 1
@@ -162,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["submit"]:
+        from .submit import main as submit_main
+
+        return submit_main(argv[1:], validate_run)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "genkeys":

@@ -16,6 +16,9 @@ PNG2Y4M = ROOT / "binaries" / "bin" / "png2y4m"
 
 for _k, _v in FAKE_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("CDK_DISABLE_VERSION_CHECK", "1")
+os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "1")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""The CDK app's constructs: storage, worker, coordinator, composed by :class:`MuStack`."""
