@@ -77,9 +77,8 @@ def test_buckets_and_logs_go_away_with_the_stack(template):
             assert res["DeletionPolicy"] == "Delete", name
             assert res["UpdateReplacePolicy"] == "Delete", name
     bucket = next(iter(resources(template, "AWS::S3::Bucket").values()))["Properties"]
-    assert bucket["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
-    }  # fmt: skip
+    block = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    assert bucket["PublicAccessBlockConfiguration"] == dict.fromkeys(block, True)
     assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
         "ServerSideEncryptionByDefault"
     ] == {"SSEAlgorithm": "AES256"}
@@ -201,10 +200,10 @@ def test_lambda_asset_holds_the_handler_and_a_static_png2y4m(synthesized, templa
 
 
 def test_bundling_refuses_missing_and_dynamic_binaries(tmp_path):
-    with pytest.raises(BundlingError, match="png2y4m missing from .*make -C binaries"):
+    with pytest.raises(BundlingError, match=r"png2y4m missing from .*make -C binaries"):
         check_binaries(tmp_path)
     shutil.copy(shutil.which("ls") or "/bin/ls", tmp_path / "png2y4m")  # a dynamically linked program
-    with pytest.raises(BundlingError, match="png2y4m in .* is dynamically linked"):
+    with pytest.raises(BundlingError, match=r"png2y4m in .* is dynamically linked"):
         check_binaries(tmp_path)
 
 
