@@ -193,7 +193,7 @@ def test_cli_usage_errors():
         "--lambda-endpoint",
         "http://127.0.0.1:9",
     )
-    assert no_addr.returncode == 1 and "--advertise" in no_addr.stderr
+    assert no_addr.returncode == 2 and "--advertise" in no_addr.stderr
 
     unknown = mu("frobnicate")
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
