@@ -13,8 +13,11 @@ from typing import Any
 
 from . import tls
 from .discover import DiscoveryError, task_public_address
+from .job import Job
 from .jobs import job_modules
+from .jobs import map as map_job
 from .launcher import LambdaLauncher, Launcher, LaunchError, LocalLauncher
+from .relay import Relay
 from .runner import new_job_id, run_job
 from .server import ServerOptions
 from .status import Status
@@ -51,6 +54,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         "--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3 endpoint override"
     )
     g.add_argument("--spares", type=int, default=0, help="extra workers; the first N to connect work (0)")
+    g.add_argument("--relay-port", type=int, default=None, help="relay port for chained jobs (PORT+1)")
     g.add_argument("--log-dir", default=None, help="local backend: folder for worker logs (a temp dir)")
     g.add_argument(
         "--concurrency", type=_positive(int), default=64, help="local backend: processes at once (64)"
@@ -82,13 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mu", description="Run parallel jobs on AWS Lambda workers driven over mutual TLS."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,submit,genkeys,demo}")
+    sub = parser.add_subparsers(
+        dest="subcommand", required=True, metavar="{run,map,submit,relay,genkeys,demo}"
+    )
     run = sub.add_parser("run", help="run a job")
     jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, module in job_modules().items():
         jp = jobs.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(jp)
         add_server_arguments(jp)
+    mp = sub.add_parser("map", help="run a bundled command over S3 objects, K objects per worker")
+    map_job.add_arguments(mp)
+    add_server_arguments(mp)
+    rl = sub.add_parser("relay", help="run the worker-to-worker relay on its own")
+    rl.add_argument("--keys", required=True, help="folder from 'mu genkeys' shared with the job")
+    rl.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
+    rl.add_argument("--port", type=int, default=13580, help="port to listen on (13580)")
+    rl.add_argument("--hold-seconds", type=_positive(float), default=600.0,
+                    help="how long a message waits for its recipient (600)")  # fmt: skip
+    rl.add_argument("--max-held-mb", type=_positive(int), default=256, help="bytes held in all, MiB (256)")
     gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
     gk.add_argument("dir")
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
@@ -129,10 +145,9 @@ def make_launcher(args: argparse.Namespace, job_id: str, status: Status) -> Laun
     return LocalLauncher(log_dir, concurrency=args.concurrency)
 
 
-def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    module = job_modules()[args.job]
+def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]) -> int:
     try:
-        job = module.make_job(args)
+        job = make_job(args)
     except ValueError as exc:
         parser.error(str(exc))
     if args.spares < 0:
@@ -154,9 +169,10 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"mu: {exc}", file=sys.stderr)
             return 2
         status.event(f"advertising {advertise} (found from the task's network interface)")
+    relay_port = args.relay_port if args.relay_port is not None else (args.port + 1 if args.port else 0)
     options = ServerOptions(
-        host=host, port=args.port, kill_time=args.kill_time,
-        connect_timeout=args.connect_timeout, timing_log=args.timing_log, spares=args.spares,
+        host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
+        timing_log=args.timing_log, spares=args.spares, relay_port=relay_port,
     )  # fmt: skip
     try:
         result = asyncio.run(run_job(job, launcher, keys, options, status, advertise, job_id))
@@ -165,6 +181,32 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 1
     print(result.describe(), file=sys.stderr if not result.ok else sys.stdout)
     return 0 if result.ok else 1
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    """``mu relay``: the relay alone, for jobs whose coordinator runs elsewhere."""
+    try:
+        keys = tls.read_keys(args.keys)
+    except FileNotFoundError as exc:
+        print(f"mu relay: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        relay = Relay(
+            tls.server_context(keys), hold_seconds=args.hold_seconds, max_held_bytes=args.max_held_mb << 20
+        )
+        port = await relay.start(args.host, args.port)
+        print(f"mu relay: listening on {args.host}:{port}", file=sys.stderr, flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"mu relay: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
 def cmd_genkeys(args: argparse.Namespace) -> int:
@@ -191,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         return submit_main(argv[1:], validate_run)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "genkeys":
+    if args.subcommand == "genkeys":
         return cmd_genkeys(args)
-    return cmd_run(parser, args)
+    if args.subcommand == "relay":
+        return cmd_relay(args)
+    if args.subcommand == "map":
+        return cmd_run(parser, args, map_job.make_job)
+    return cmd_run(parser, args, job_modules()[args.job].make_job)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,5 @@ class Job:
     region: str = "us-east-1"
     s3_endpoint: str | None = None
     nonblock: int = 0
+    relay: bool = False  # run a relay beside the coordinator; states find it as info["relay"]
+    actor_label: Callable[[int], str] | None = None  # names an actor's share of work in reports

@@ -29,6 +29,7 @@ _REPLY_PREFIX = {
     "run": "OK:R",
     "connect": "OK:CONNECT",
     "close_connect": "OK:CLOSE_CONNECT",
+    "send": "OK:SEND(",
 }
 
 
@@ -139,7 +140,7 @@ class CommandListState(MultiPassState):
     sent when the state is entered and the replies are consumed in order afterwards.
     """
 
-    commandlist: ClassVar[list[Any]] = []
+    commandlist: list[Any] = []  # a class attribute in mu jobs; may be set per instance
     pipelined: ClassVar[bool] = False
 
     def __init__(self, prevState: MachineState | None = None, aNum: int = 0) -> None:

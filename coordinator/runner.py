@@ -7,6 +7,7 @@ import ssl
 
 from .job import Job
 from .launcher import Launcher, make_events
+from .relay import Relay
 from .server import Coordinator, JobResult, ServerOptions
 from .status import Status
 from .tls import JobKeys, server_context
@@ -33,18 +34,26 @@ async def run_job(
         raise ValueError(
             "listening on every interface: say which address workers should dial with --advertise"
         )
+    job_id = job_id or new_job_id(job.name)
     ctx: ssl.SSLContext = server_context(keys)
+    relay: Relay | None = None
+    if job.relay:
+        relay = Relay(ctx, log=status.event)
+        relay_port = await relay.start(options.host, options.relay_port)
+        job.info.update(relay=f"{host}:{relay_port}", chain=job_id)
+        status.event(f"relay listening on {options.host}:{relay_port}")
     coordinator = Coordinator(job, ctx, options, status)
-    port = await coordinator.start()
-    count = job.workers + options.spares
-    events = make_events(job, job_id or new_job_id(job.name), f"{host}:{port}", keys, count, idle_timeout)
-    spares = f" and {options.spares} spares" if options.spares else ""
-    status.event(f"listening on {options.host}:{port}; launching {job.workers} workers{spares}")
-
     try:
+        port = await coordinator.start()
+        count = job.workers + options.spares
+        events = make_events(job, job_id, f"{host}:{port}", keys, count, idle_timeout)
+        spares = f" and {options.spares} spares" if options.spares else ""
+        status.event(f"listening on {options.host}:{port}; launching {job.workers} workers{spares}")
         await launcher.launch(events)
         result = await coordinator.wait(launcher)
     finally:
         await coordinator.close()
         await launcher.close()
+        if relay is not None:
+            await relay.close()
     return result

@@ -90,6 +90,7 @@ class ServerOptions:
     max_frame: int = DEFAULT_MAX_FRAME
     timing_log: str | None = None
     spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
+    relay_port: int = 0  # for jobs that pass data between workers; 0 picks a free port
 
 
 class Coordinator:
@@ -169,7 +170,12 @@ class Coordinator:
             self.write_timing_log(self.opts.timing_log)
 
     def _result(self, launcher: LaunchWatch | None, missing_reason: str) -> JobResult:
-        failures = {f"actor {a}": r.error for a, r in self.records.items() if r.error is not None}
+        label = self.job.actor_label or (lambda actor: "")
+        failures = {
+            f"actor {a}" + (f" ({label(a)})" if label(a) else ""): r.error
+            for a, r in self.records.items()
+            if r.error is not None
+        }
         missing = self.job.workers - self._next_actor
         if missing > 0:
             launch_failures = launcher.failures() if launcher is not None else {}

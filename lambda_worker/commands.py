@@ -18,10 +18,7 @@ from typing import Any
 OUTPUT_LIMIT = 16 * 1024  # bytes of command output echoed back; the tail is what explains a failure
 
 SLOW_COMMANDS = ("retrieve", "upload", "run")
-COMMANDS = (
-    "set", "seti", "get", "geti", "dump_vals", "retrieve", "upload",
-    "echo", "run", "connect", "close_connect", "quit",
-)  # fmt: skip
+DEFAULT_WAITFILE_TIMEOUT = 600.0
 
 
 class CommandError(Exception):
@@ -190,6 +187,30 @@ def command_for(vals: dict[str, Any], arg: bytes, tmpdir: str) -> str:
     if not cmd:
         raise CommandError("run: no command given and the job has no default command")
     return substitute(cmd, vals, tmpdir)
+
+
+def waitfile_for(vals: dict[str, Any], tmpdir: str) -> tuple[str, float] | None:
+    """``set:waitfile:PATH`` makes the next ``run:`` (only) wait until PATH exists (peer data, say)."""
+    path = vals.get("waitfile")
+    if not path:
+        return None
+    raw_timeout = vals.get("waitfile_timeout", DEFAULT_WAITFILE_TIMEOUT)
+    try:
+        timeout = float(raw_timeout)
+    except (TypeError, ValueError):
+        raise CommandError(f"waitfile_timeout must be a number of seconds, got {raw_timeout!r}") from None
+    return substitute(str(path), vals, tmpdir), timeout
+
+
+def send_path(arg: bytes, tmpdir: str) -> tuple[str, str]:
+    """``send:NAME`` ships ##TMPDIR##/NAME to the peer, which stores it under the same NAME."""
+    name = _text(arg, "send")
+    if not name or "/" in name or name in (".", ".."):
+        raise CommandError(f"send needs 'send:NAME' with a file name in the temp dir, got 'send:{name}'")
+    path = os.path.join(tmpdir, name)
+    if not os.path.isfile(path):
+        raise CommandError(f"send: {path} does not exist")
+    return name, path
 
 
 def run_reply(cmd: str, returncode: int, output: bytes) -> bytes:

@@ -164,6 +164,8 @@ class Session:
             elif name == "close_connect":
                 await self._close_peer()
                 await self.send(b"OK:CLOSE_CONNECT")
+            elif name == "send":
+                await self.send(await self._send_to_peer(arg))
             else:
                 shown = msg[:80].decode(errors="replace")
                 raise CommandError(f"no such command '{shown}'")
@@ -174,7 +176,9 @@ class Session:
     async def _slow(self, name: str, arg: bytes) -> None:
         if name == "run":
             cmd = cmds.command_for(self.vals, arg, self.tmpdir)
-            job, detail = self._run(cmd), cmd
+            wait = cmds.waitfile_for(self.vals, self.tmpdir)
+            self.vals.pop("waitfile", None)  # it applies to this run only
+            job, detail = self._run(cmd, wait), cmd
         else:
             transfer = cmds.transfer_for(name, self.vals, arg, self.tmpdir)
             action = cmds.do_retrieve if name == "retrieve" else cmds.do_upload
@@ -216,7 +220,14 @@ class Session:
             )
         return self._s3
 
-    async def _run(self, cmd: str) -> bytes:
+    async def _run(self, cmd: str, wait: tuple[str, float] | None = None) -> bytes:
+        if wait is not None:
+            path, timeout = wait
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(path):
+                if time.monotonic() > deadline:
+                    raise CommandError(f"RETVAL(-1):OUTPUT(no {path} within {timeout:g} s):COMMAND({cmd})")
+                await asyncio.sleep(0.02)
         try:
             proc = await asyncio.create_subprocess_shell(
                 cmd, cwd=self.tmpdir, env=self._env, stdin=asyncio.subprocess.DEVNULL,
@@ -285,6 +296,20 @@ class Session:
             os.replace(partial, path)
             return f"INFO:file:{name}".encode()
         return b"INFO:peer:" + msg
+
+    async def _send_to_peer(self, arg: bytes) -> bytes:
+        name, path = cmds.send_path(arg, self.tmpdir)
+        if self._peer is None:
+            raise CommandError("send: no peer connection; use connect:HOST:PORT:HELLO first")
+        with open(path, "rb") as f:
+            payload = f.read()
+        writer = self._peer[1]
+        writer.write(encode(b"FILE:" + name.encode() + b":" + payload))
+        try:
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError) as exc:
+            raise CommandError(f"send: peer connection failed: {exc}") from exc
+        return f"OK:SEND({name})".encode()
 
     async def _close_peer(self) -> None:
         if self._peer is None:

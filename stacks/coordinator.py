@@ -54,10 +54,10 @@ class Coordinator(Construct):
             description="mu coordinator: workers connect here over mutual TLS",
             allow_all_outbound=True,
         )
+        # The coordinator port and, next to it, the relay port of jobs that pass data between
+        # workers (mu run scan). Lambda workers have no fixed addresses; mutual TLS guards both.
         self.security_group.add_ingress_rule(
-            ec2.Peer.any_ipv4(),
-            ec2.Port.tcp(port),
-            "Lambda workers (no fixed addresses); mutual TLS guards it",
+            ec2.Peer.any_ipv4(), ec2.Port.tcp_range(port, port + 1), "mu coordinator and relay (mutual TLS)"
         )
         self.log_group = logs.LogGroup(
             self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
@@ -93,7 +93,7 @@ class Coordinator(Construct):
             CONTAINER_NAME,
             image=ecs.ContainerImage.from_asset(str(ROOT), file="Dockerfile"),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="mu", log_group=self.log_group),
-            port_mappings=[ecs.PortMapping(container_port=port)],
+            port_mappings=[ecs.PortMapping(container_port=port), ecs.PortMapping(container_port=port + 1)],
             environment={
                 "MU_FUNCTION": ",".join(f.function_name for f in functions),
                 "MU_BUCKET": bucket.bucket_name,

@@ -149,10 +149,10 @@ def test_coordinator_may_invoke_only_the_worker_functions(template):
     assert targets == worker_ids
 
 
-def test_security_group_opens_only_the_coordinator_port(template):
+def test_security_group_opens_only_the_coordinator_and_relay_ports(template):
     group = next(iter(resources(template, "AWS::EC2::SecurityGroup").values()))["Properties"]
     assert [(r["FromPort"], r["ToPort"], r["IpProtocol"]) for r in group["SecurityGroupIngress"]] == [
-        (13579, 13579, "tcp")
+        (13579, 13580, "tcp")
     ]
 
 
@@ -166,7 +166,10 @@ def test_task_definition_runs_the_image_with_mu(template):
                 Match.object_like(
                     {
                         "Name": "coordinator",
-                        "PortMappings": [Match.object_like({"ContainerPort": 13579})],
+                        "PortMappings": [
+                            Match.object_like({"ContainerPort": 13579}),
+                            Match.object_like({"ContainerPort": 13580}),
+                        ],
                         "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
                     }
                 )
@@ -227,7 +230,7 @@ def test_container_entry_point_runs_outside_a_container():
     assert 'ENTRYPOINT ["mu"]' in dockerfile and 'CMD ["--help"]' in dockerfile
     mu = Path(sys.executable).parent / "mu"
     proc = subprocess.run([str(mu), "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "{run,submit,genkeys,demo}" in proc.stdout
+    assert proc.returncode == 0 and "{run,map,submit,relay,genkeys,demo}" in proc.stdout
 
 
 def test_npx_cdk_synth_with_the_pinned_cli(tmp_path, png2y4m):

@@ -249,3 +249,43 @@ def test_connect_to_a_relay_and_receive_a_file(keys):
     assert info == b"INFO:file:state.bin"
     assert b"p   a   y   l   o   a   d" in cat
     assert closing == b"OK:CLOSE_CONNECT"
+
+
+def test_run_can_wait_for_a_file(keys):
+    async def scenario():
+        coord, proc, conn = await hello(keys, nonblock=1)
+        await conn.cmd("set:waitfile:##TMPDIR##/later.txt")
+        assert (await conn.cmd("run:cat ##TMPDIR##/later.txt")).startswith(b"OK:RUNNING(")
+        assert (await conn.cmd("run:echo arrived > ##TMPDIR##/later.txt")).startswith(b"OK:RUNNING(")
+        replies = [await conn.recv(), await conn.recv()]
+        await conn.cmd("set:waitfile:##TMPDIR##/never")
+        await conn.cmd("set:waitfile_timeout:0.2")
+        await conn.cmd("run:true")
+        timed_out = await conn.recv()
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        return replies, timed_out
+
+    replies, timed_out = run(scenario())
+    assert replies[0].startswith(b"OK:RETVAL(0):OUTPUT():COMMAND(echo arrived")
+    assert replies[1].startswith(b"OK:RETVAL(0):OUTPUT(arrived")
+    assert timed_out.startswith(b"FAIL(RETVAL(-1):OUTPUT(no /") and b"within 0.2 s" in timed_out
+
+
+def test_send_needs_a_peer_and_a_file(keys):
+    async def scenario():
+        coord, proc, conn = await hello(keys)
+        no_file = await conn.cmd("send:nothing")
+        await conn.cmd("run:echo x > ##TMPDIR##/f")
+        no_peer = await conn.cmd("send:f")
+        bad_name = await conn.cmd("send:../etc/passwd")
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        return no_file, no_peer, bad_name
+
+    no_file, no_peer, bad_name = run(scenario())
+    assert no_file.startswith(b"FAIL(send: /") and b"does not exist" in no_file
+    assert no_peer == b"FAIL(send: no peer connection; use connect:HOST:PORT:HELLO first)"
+    assert bad_name.startswith(b"FAIL(send needs 'send:NAME'")

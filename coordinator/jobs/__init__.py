@@ -6,6 +6,6 @@ from types import ModuleType
 
 
 def job_modules() -> dict[str, ModuleType]:
-    from . import png2y4m
+    from . import png2y4m, scan
 
-    return {"png2y4m": png2y4m}
+    return {"png2y4m": png2y4m, "scan": scan}

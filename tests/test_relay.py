@@ -1,0 +1,220 @@
+"""The relay: sans-I/O pairing rules, then the real TLS relay, the scan chain and mu map."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from coordinator.relay import Relay, RelayCore, RelayError
+from coordinator.tls import SERVER_NAME, make_job_keys, server_context, worker_context
+from lambda_worker.wire import Decoder, encode
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_pairing_delivers_to_the_partner():
+    core = RelayCore()
+    assert core.hello(1, b"HELLO_STATE:job:0:1") == []
+    assert core.hello(2, b"HELLO_STATE:job:1:2") == []
+    assert core.message(1, b"FILE:state.0:abc") == [(2, b"FILE:state.0:abc")]
+    assert core.message(2, b"for 2's partner") == []  # peer 2 is not connected: held
+    assert core.held_bytes == len(b"for 2's partner")
+
+
+def test_late_partner_gets_held_messages_in_order():
+    core = RelayCore()
+    core.hello(1, b"HELLO_STATE:job:0:1")
+    for i in range(3):
+        core.message(1, f"m{i}".encode())
+    assert core.hello(7, b"HELLO_STATE:job:1:2") == [(7, b"m0"), (7, b"m1"), (7, b"m2")]
+    assert core.held_bytes == 0
+
+
+def test_prefixes_keep_jobs_apart():
+    core = RelayCore()
+    core.hello(1, b"HELLO_STATE:jobA:0:1")
+    core.hello(2, b"HELLO_STATE:jobB:1:2")
+    assert core.message(1, b"x") == []  # jobB's peer 1 is not jobA's peer 1
+
+
+def test_partner_that_disconnected_gets_messages_when_back():
+    core = RelayCore()
+    core.hello(1, b"HELLO_STATE:j:0:1")
+    core.hello(2, b"HELLO_STATE:j:1:2")
+    core.disconnect(2)
+    assert core.message(1, b"later") == []
+    assert core.hello(3, b"HELLO_STATE:j:1:2") == [(3, b"later")]
+
+
+def test_memory_bound_drops_with_a_log_line():
+    lines = []
+    core = RelayCore(max_held_bytes=10, log=lines.append)
+    core.hello(1, b"HELLO_STATE:j:0:1")
+    core.message(1, b"123456")
+    core.message(1, b"123456")  # would exceed 10 bytes
+    assert core.held_bytes == 6 and core.dropped == 1
+    assert "dropped 6 bytes from 0 for 1" in lines[0] and "limit 10" in lines[0]
+
+
+def test_held_messages_expire():
+    clock, lines = Clock(), []
+    core = RelayCore(hold_seconds=600, log=lines.append, clock=clock)
+    core.hello(1, b"HELLO_STATE:j:0:1")
+    core.message(1, b"old")
+    clock.now = 601
+    core.message(1, b"new")
+    assert core.hello(2, b"HELLO_STATE:j:1:2") == [(2, b"new")]
+    assert "not collected within 600 s" in lines[0]
+
+
+@pytest.mark.parametrize("bad", [b"HELLO:j:0:1", b"HELLO_STATE:j:0", b"HELLO_STATE:j::1", b"\xff"])
+def test_bad_hello_is_refused(bad):
+    with pytest.raises(RelayError, match="HELLO_STATE:PREFIX:MYID:PARTNERID"):
+        RelayCore().hello(1, bad)
+
+
+def test_duplicate_peer_is_refused():
+    core = RelayCore()
+    core.hello(1, b"HELLO_STATE:j:0:1")
+    with pytest.raises(RelayError, match="already connected"):
+        core.hello(2, b"HELLO_STATE:j:0:1")
+
+
+def test_tls_relay_end_to_end():
+    keys = make_job_keys()
+
+    async def scenario():
+        lines = []
+        relay = Relay(server_context(keys), log=lines.append)
+        port = await relay.start()
+
+        async def peer(hello):
+            r, w = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=worker_context(keys), server_hostname=SERVER_NAME
+            )
+            w.write(encode(hello))
+            await w.drain()
+            return r, w
+
+        async def recv(r, n):
+            dec, got = Decoder(), []
+            while len(got) < n:
+                got += dec.feed(await asyncio.wait_for(r.read(65536), 10))
+            return got
+
+        _r0, w0 = await peer(b"HELLO_STATE:j:0:1")
+        w0.write(encode(b"first") + encode(b"second"))  # partner 1 not connected yet
+        await w0.drain()
+        await asyncio.sleep(0.2)
+        r1, _w1 = await peer(b"HELLO_STATE:j:1:2")
+        got = await recv(r1, 2)
+        # a client from another CA never gets in
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=worker_context(make_job_keys()),
+                                                 server_hostname=SERVER_NAME)  # fmt: skip
+            w.write(encode(b"HELLO_STATE:j:5:6"))
+            foreign = await asyncio.wait_for(r.read(), 10)
+        except (OSError, ConnectionError) as exc:
+            foreign = exc
+        await relay.close()
+        return got, foreign, lines
+
+    got, foreign, _lines = asyncio.run(scenario())
+    assert got == [b"first", b"second"]
+    assert foreign == b"" or isinstance(foreign, Exception)
+
+
+def _reference_reports(chunks: list[bytes]) -> list[str]:
+    """The scan computed serially, independently of scanstep."""
+    p, mask = 1099511628211, (1 << 64) - 1
+    total = total_sum = h = 0
+    out = []
+    for i, data in enumerate(chunks):
+        for b in data:
+            h = (h * p + b + 1) & mask
+        total += len(data)
+        total_sum += sum(data)
+        out.append(f"chunk {i}: bytes_so_far={total} sum_so_far={total_sum} hash_so_far={h:016x}\n")
+    return out
+
+
+def test_scan_chain_matches_a_serial_computation(s3, tmp_path, png2y4m):
+    bucket, n = f"scan-{uuid.uuid4().hex[:10]}", 5
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    chunks = [bytes((i * 37 + j * 11) % 256 for j in range(1000 + 313 * i)) for i in range(n)]
+    for i, data in enumerate(chunks):
+        client.put_object(Bucket=bucket, Key=f"scan-in/{i:08d}.bin", Body=data)
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator", "run", "scan", "-n", str(n), "-b", bucket, "-t", "0",
+         "--s3-endpoint", s3.endpoint, "--log-dir", str(tmp_path), "-m", "60"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "relay listening on" in proc.stderr
+    got = [
+        client.get_object(Bucket=bucket, Key=f"scan-out/{i:08d}.txt")["Body"].read().decode()
+        for i in range(n)
+    ]
+    assert got == _reference_reports(chunks)
+
+
+def test_map_runs_a_command_over_objects(s3, tmp_path, png2y4m):
+    from coordinator.demo import encode_png, frame_rgb, to_uint16
+    from coordinator.y4m import parse_y4m
+
+    bucket, out_bucket = f"map-{uuid.uuid4().hex[:10]}", f"mapout-{uuid.uuid4().hex[:8]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    client.create_bucket(Bucket=out_bucket)
+    for frame in range(1, 8):  # 7 frames, 3 per chunk: chunks of 3, 3 and 1
+        client.put_object(Bucket=bucket, Key=f"frames/f {frame:02d}.png",
+                          Body=encode_png(to_uint16(frame_rgb(frame, 32, 18))))  # fmt: skip
+    client.put_object(Bucket=bucket, Key="other/ignored.png", Body=b"x")
+
+    def mu_map(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "coordinator", "map", "--input", f"s3://{bucket}/frames/",
+             "--output", f"s3://{out_bucket}/y4m/", "--chunk", "3", "--suffix", ".y4m",
+             "--command", "png2y4m -o ##OUTFILE## ##INFILE##", "-t", "0", "--s3-endpoint", s3.endpoint,
+             "--log-dir", str(tmp_path), "-m", "60", *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    proc = mu_map()
+    assert proc.returncode == 0, proc.stderr
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=out_bucket)["Contents"])
+    assert keys == ["y4m/00000000.y4m", "y4m/00000001.y4m", "y4m/00000002.y4m"]
+    frames = [len(parse_y4m(client.get_object(Bucket=out_bucket, Key=k)["Body"].read()).frames) for k in keys]
+    assert frames == [3, 3, 1]
+    # A second run replaces the outputs rather than adding to them.
+    assert mu_map().returncode == 0
+    assert len(client.list_objects_v2(Bucket=out_bucket)["Contents"]) == 3
+
+    client.put_object(Bucket=bucket, Key="frames/f 99.png", Body=b"not a png")  # chunk 2 now fails
+    bad = mu_map()
+    assert bad.returncode == 1
+    assert "actor 2 (chunk 2: frames/f 07.png .. frames/f 99.png)" in bad.stderr
+    assert "f 99.png: not a PNG file" in bad.stderr
+
+
+def test_map_usage_errors(s3):
+    def mu(*args):
+        cmd = [sys.executable, "-m", "coordinator", "map", *args, "--s3-endpoint", s3.endpoint]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    assert (
+        "--input must look like s3://" in mu("--input", "x", "--output", "s3://b/o/", "--command", "c").stderr
+    )
+    empty = mu("--input", "s3://no-such-bucket-x/p/", "--output", "s3://b/o/", "--command", "c")
+    assert empty.returncode == 2 and "cannot list s3://no-such-bucket-x/p/" in empty.stderr
