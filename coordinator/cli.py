@@ -54,6 +54,10 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         "--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3 endpoint override"
     )
     g.add_argument("--spares", type=int, default=0, help="extra workers; the first N to connect work (0)")
+    g.add_argument("--retries", type=int, default=0, help="replacement workers per actor that fails (0)")
+    g.add_argument("--speculate", type=float, default=0.0,
+                   help="once this %% of actors is done, duplicate the stragglers (0: off)")  # fmt: skip
+    g.add_argument("--deadline", type=_positive(float), default=None, help="seconds for the whole job (none)")
     g.add_argument("--relay-port", type=int, default=None, help="relay port for chained jobs (PORT+1)")
     g.add_argument("--log-dir", default=None, help="local backend: folder for worker logs (a temp dir)")
     g.add_argument(
@@ -150,8 +154,10 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
         job = make_job(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.spares < 0:
-        parser.error(f"--spares must be >= 0, got {args.spares}")
+    if args.spares < 0 or args.retries < 0:
+        parser.error(f"--spares and --retries must be >= 0, got {args.spares} and {args.retries}")
+    if not 0 <= args.speculate < 100:
+        parser.error(f"--speculate is a percentage from 0 (off) to below 100, got {args.speculate:g}")
     job_id = new_job_id(job.name)
     status = Status(job.name, job.workers)
     try:
@@ -172,7 +178,8 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
     relay_port = args.relay_port if args.relay_port is not None else (args.port + 1 if args.port else 0)
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
-        timing_log=args.timing_log, spares=args.spares, relay_port=relay_port,
+        timing_log=args.timing_log, spares=args.spares, relay_port=relay_port, retries=args.retries,
+        speculate=args.speculate, deadline=args.deadline,
     )  # fmt: skip
     try:
         result = asyncio.run(run_job(job, launcher, keys, options, status, advertise, job_id))

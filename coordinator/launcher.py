@@ -52,8 +52,8 @@ class Launcher(ABC):
         """Start one worker per event; returns once all are started (not finished)."""
 
     @abstractmethod
-    def all_finished(self, connected: int) -> bool:
-        """True when no more workers can connect, given how many already did."""
+    def running(self) -> int | None:
+        """Launched workers still alive, connected or not; None where unknowable."""
 
     @abstractmethod
     def failures(self) -> dict[int, str]:
@@ -110,8 +110,8 @@ class LocalLauncher(Launcher):
                 if code != 0:
                     self._failed[worker] = f"worker process exited with status {code} (log: {log_path})"
 
-    def all_finished(self, connected: int) -> bool:
-        return bool(self._tasks) and all(t.done() for t in self._tasks)
+    def running(self) -> int | None:
+        return sum(1 for t in self._tasks if not t.done())
 
     def failures(self) -> dict[int, str]:
         return dict(self._failed)
@@ -148,12 +148,20 @@ class Target:
 
 
 @dataclass
+class _Batch:
+    remaining: int
+    done: asyncio.Event
+    deadline_at: float
+
+
+@dataclass
 class _Invocation:
     worker: int
     body: bytes
     target: Target
     attempts: int = 0
     raw: bytes = b""
+    batch: _Batch | None = None
 
 
 _HINTS = {
@@ -209,8 +217,7 @@ class LambdaLauncher(Launcher):
         self.launched = 0
         self.retried = 0
         self._failed: dict[int, str] = {}
-        self._resolved = asyncio.Event()
-        self._remaining = 0
+        self._queues: dict[Endpoint, asyncio.Queue[_Invocation]] = {}
         self._lanes: list[asyncio.Task[None]] = []
         self.elapsed = 0.0
 
@@ -257,29 +264,33 @@ class LambdaLauncher(Launcher):
         await self.send(self.build(events))
 
     async def send(self, invocations: list[_Invocation]) -> None:
-        t0 = time.monotonic()
-        self._deadline_at = t0 + self.deadline
-        self._remaining = len(invocations)
+        """Send a batch and wait until each invocation is accepted or has failed for good.
+
+        Batches may overlap (replacement workers are launched while a job runs); lanes, one
+        kept-alive connection each, are shared and live until :meth:`close`.
+        """
         if not invocations:
-            self._resolved.set()
             return
-        queues: dict[Endpoint, asyncio.Queue[_Invocation | None]] = {}
+        t0 = time.monotonic()
+        batch = _Batch(len(invocations), asyncio.Event(), t0 + self.deadline)
         for inv in invocations:
-            queues.setdefault(inv.target.endpoint, asyncio.Queue()).put_nowait(inv)
-        lanes_each = max(1, self.max_inflight // len(queues))
-        loop = asyncio.get_running_loop()
-        for endpoint, queue in queues.items():
-            for _ in range(min(lanes_each, queue.qsize())):
-                self._lanes.append(loop.create_task(self._lane(endpoint, queue)))
-        self._queues = queues
-        await self._resolved.wait()
-        for queue in queues.values():
-            for _ in range(len(self._lanes)):
-                queue.put_nowait(None)
-        await asyncio.gather(*self._lanes, return_exceptions=True)
+            inv.batch = batch
+            self._queue(inv.target.endpoint).put_nowait(inv)
+        await batch.done.wait()
         self.elapsed = time.monotonic() - t0
         if self.status is not None:
             self.status.event(self.report())
+
+    def _queue(self, endpoint: Endpoint) -> asyncio.Queue[_Invocation]:
+        """The endpoint's queue, with its lanes started on first use."""
+        if endpoint not in self._queues:
+            queue: asyncio.Queue[_Invocation] = asyncio.Queue()
+            self._queues[endpoint] = queue
+            endpoints = {t.endpoint for t in self.targets}
+            loop = asyncio.get_running_loop()
+            for _ in range(max(1, self.max_inflight // len(endpoints))):
+                self._lanes.append(loop.create_task(self._lane(endpoint, queue)))
+        return self._queues[endpoint]
 
     def report(self) -> str:
         rate = self.launched / self.elapsed if self.elapsed > 0 else 0.0
@@ -288,10 +299,11 @@ class LambdaLauncher(Launcher):
             f"in {self.elapsed:.2f} s ({rate:.0f}/s)"
         )
 
-    async def _lane(self, endpoint: Endpoint, queue: asyncio.Queue[_Invocation | None]) -> None:
+    async def _lane(self, endpoint: Endpoint, queue: asyncio.Queue[_Invocation]) -> None:
         conn = Connection(endpoint, self._ssl)
         try:
-            while (inv := await queue.get()) is not None:
+            while True:
+                inv = await queue.get()
                 try:
                     response = await conn.request(inv.raw)
                 except (OSError, TimeoutError, HTTPError, ssl.SSLError) as exc:
@@ -301,7 +313,7 @@ class LambdaLauncher(Launcher):
                     continue
                 if response.status in (200, 202, 204):
                     self.launched += 1
-                    self._resolve()
+                    self._resolve(inv)
                 elif response.status == 429 or response.status >= 500:
                     self._retry(inv, queue, f"HTTP {response.status} {_error_text(response)}")
                 else:
@@ -310,10 +322,11 @@ class LambdaLauncher(Launcher):
         finally:
             await conn.close()
 
-    def _retry(self, inv: _Invocation, queue: asyncio.Queue[_Invocation | None], why: str) -> None:
+    def _retry(self, inv: _Invocation, queue: asyncio.Queue[_Invocation], why: str) -> None:
         inv.attempts += 1
         delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**inv.attempts))
-        if time.monotonic() + delay > self._deadline_at:
+        assert inv.batch is not None
+        if time.monotonic() + delay > inv.batch.deadline_at:
             self._fail(
                 inv, f"still failing after {inv.attempts} attempts when --launch-deadline passed: {why}"
             )
@@ -328,15 +341,17 @@ class LambdaLauncher(Launcher):
 
     def _fail(self, inv: _Invocation, why: str) -> None:
         self._failed[inv.worker] = f"{inv.target.describe()}: {why}"
-        self._resolve()
+        self._resolve(inv)
 
-    def _resolve(self) -> None:
-        self._remaining -= 1
-        if self._remaining <= 0:
-            self._resolved.set()
+    @staticmethod
+    def _resolve(inv: _Invocation) -> None:
+        assert inv.batch is not None
+        inv.batch.remaining -= 1
+        if inv.batch.remaining <= 0:
+            inv.batch.done.set()
 
-    def all_finished(self, connected: int) -> bool:
-        return self._resolved.is_set() and self.launched <= connected
+    def running(self) -> int | None:
+        return None  # Lambda does not say whether an accepted invocation is still starting
 
     def failures(self) -> dict[int, str]:
         return dict(self._failed)

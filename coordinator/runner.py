@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import ssl
 
@@ -42,17 +43,33 @@ async def run_job(
         relay_port = await relay.start(options.host, options.relay_port)
         job.info.update(relay=f"{host}:{relay_port}", chain=job_id)
         status.event(f"relay listening on {options.host}:{relay_port}")
-    coordinator = Coordinator(job, ctx, options, status)
+    address: list[str] = []
+    extra_launches: set[asyncio.Task[None]] = set()
+    next_worker = job.workers + options.spares
+
+    def relaunch(actor: int) -> None:
+        """One more worker (a replacement or a duplicate); it takes the actor when it connects."""
+        nonlocal next_worker
+        event = make_events(job, job_id, address[0], keys, 1, idle_timeout)[0]
+        event["worker"] = next_worker
+        next_worker += 1
+        task = asyncio.get_running_loop().create_task(launcher.launch([event]))
+        extra_launches.add(task)
+        task.add_done_callback(extra_launches.discard)
+
+    coordinator = Coordinator(job, ctx, options, status, relaunch)
     try:
         port = await coordinator.start()
-        count = job.workers + options.spares
-        events = make_events(job, job_id, f"{host}:{port}", keys, count, idle_timeout)
+        address.append(f"{host}:{port}")
+        events = make_events(job, job_id, address[0], keys, job.workers + options.spares, idle_timeout)
         spares = f" and {options.spares} spares" if options.spares else ""
         status.event(f"listening on {options.host}:{port}; launching {job.workers} workers{spares}")
         await launcher.launch(events)
         result = await coordinator.wait(launcher)
     finally:
         await coordinator.close()
+        for task in list(extra_launches):
+            task.cancel()
         await launcher.close()
         if relay is not None:
             await relay.close()

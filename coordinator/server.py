@@ -1,7 +1,8 @@
 """The coordinator's asyncio mutual-TLS server: a thin shell around one Machine per worker.
 
 Sockets, timeouts and bookkeeping live here; what to send and what a reply means is decided
-by the sans-I/O machines, so this module has no job logic at all.
+by the sans-I/O machines, and which worker plays which actor by the sans-I/O roster, so this
+module has no job logic and no failure policy of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,9 +21,11 @@ from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
 from .job import Job
 from .machine import Machine
+from .roster import Action, Relaunch, Roster, StopOthers
 from .status import Status
 
 READ_SIZE = 256 * 1024
+UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 
 # asyncio's TLS transport zero-fills a 256 KiB receive buffer for every connection, which is
 # most of a connection's memory. TLS records are at most 16 KiB, so 32 KiB loses nothing;
@@ -34,29 +38,35 @@ def limit_tls_buffers() -> None:
 
 
 class LaunchWatch(Protocol):
-    """What the server asks of a launcher: can any launched worker still connect?"""
+    """What the server asks of a launcher."""
 
-    def all_finished(self, connected: int) -> bool: ...
+    def running(self) -> int | None:
+        """Launched workers still alive, connected or not; None where unknowable (Lambda)."""
 
     def failures(self) -> dict[int, str]: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerRecord:
     actor: int
     peer: str
     machine: Machine
     connected: float
+    duplicate: bool = False
+    writer: asyncio.StreamWriter | None = None
     ended: float | None = None
     error: str | None = None
+    superseded: bool = False  # another worker finished this actor first
 
     def timing(self, t0: float) -> dict[str, Any]:
         return {
             "actor": self.actor,
             "peer": self.peer,
+            "duplicate": self.duplicate,
             "connected": round(self.connected - t0, 6),
             "ended": None if self.ended is None else round(self.ended - t0, 6),
             "ok": self.error is None,
+            "superseded": self.superseded,
             "error": self.error,
             "states": [{"state": name, "t": round(t - t0, 6)} for name, t in self.machine.history],
         }
@@ -69,11 +79,13 @@ class JobResult:
     succeeded: int
     failures: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
-    rejected: int = 0  # connections turned away: failed TLS, bad first message
+    rejected: int = 0  # connections turned away: failed TLS, bad first message, flood cap
+    relaunched: int = 0  # replacement and speculative workers launched
 
     def describe(self) -> str:
         if self.ok:
-            return f"all {self.workers} workers finished in {self.elapsed:.2f} s"
+            extra = f" ({self.relaunched} replacement workers)" if self.relaunched else ""
+            return f"all {self.workers} workers finished in {self.elapsed:.2f} s{extra}"
         lines = [f"{len(self.failures)} of {self.workers} workers failed:"]
         lines += [f"  {who}: {why}" for who, why in sorted(self.failures.items())]
         return "\n".join(lines)
@@ -84,9 +96,13 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 13579
     kill_time: float = 300.0  # longest wait for one reply before the worker counts as failed
-    connect_timeout: float = 300.0  # longest wait for the N-th worker to connect
+    connect_timeout: float = 300.0  # longest wait for a worker to fill an actor
+    deadline: float | None = None  # the whole job
+    retries: int = 0  # replacement workers per actor
+    speculate: float = 0.0  # percent of actors done before stragglers get a duplicate
     handshake_timeout: float = 10.0
     hello_timeout: float = 30.0
+    max_pending: int = 1024  # connections still in TLS handshake or before OK:HELLO
     max_frame: int = DEFAULT_MAX_FRAME
     timing_log: str | None = None
     spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
@@ -94,16 +110,27 @@ class ServerOptions:
 
 
 class Coordinator:
-    def __init__(self, job: Job, ssl_context: ssl.SSLContext, options: ServerOptions, status: Status) -> None:
+    def __init__(
+        self,
+        job: Job,
+        ssl_context: ssl.SSLContext,
+        options: ServerOptions,
+        status: Status,
+        relaunch: Callable[[int], None] | None = None,
+    ) -> None:
         self.job = job
         self.ssl_context = ssl_context
         self.opts = options
         self.status = status
-        self.records: dict[int, WorkerRecord] = {}
+        self.relaunch = relaunch
+        self.roster = Roster(job.workers, options.retries, options.speculate, options.connect_timeout)
+        self.records: list[WorkerRecord] = []
+        self.playing: dict[int, set[WorkerRecord]] = {}
         self.rejected = 0
-        self._next_actor = 0
+        self._pending = 0
+        self._live = 0  # connections past OK:HELLO
         self._spares_seen = 0
-        self._finished = 0
+        self._unfillable_since: float | None = None
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,45 +144,45 @@ class Coordinator:
         limit_tls_buffers()
         try:
             self._server = await asyncio.start_server(
-                self._on_connect,
-                self.opts.host,
-                self.opts.port,
-                backlog=4096,
+                self._on_connect, self.opts.host, self.opts.port, backlog=4096
             )
         except OSError as exc:
-            raise OSError(
-                f"cannot listen on {self.opts.host}:{self.opts.port}: {exc.strerror}; "
-                "pick another port with --port"
-            ) from exc
+            where = f"{self.opts.host}:{self.opts.port}"
+            raise OSError(f"cannot listen on {where}: {exc.strerror}; pick another port with --port") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self.t0 = time.monotonic()
+        self.roster.vacant_since.update(dict.fromkeys(self.roster.vacant_since, self.roster.clock()))
         return self.port
 
     async def wait(self, launcher: LaunchWatch | None = None) -> JobResult:
-        """Until every worker's machine has ended, or no missing worker can still arrive."""
-        deadline = self.t0 + self.opts.connect_timeout
-        missing_reason = ""
-        while True:
-            if self._finished >= self.job.workers:
+        """Until every actor has an outcome, or the job's deadline passes."""
+        deadline = None if self.opts.deadline is None else self.t0 + self.opts.deadline
+        while not self.roster.done:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.roster.give_up(self._deadline_reason)
+                self.status.event(f"job --deadline {self.opts.deadline:g} s passed; stopping")
                 break
-            if self._next_actor < self.job.workers:
-                if (
-                    launcher is not None
-                    and launcher.all_finished(self._next_actor)
-                    and self._finished == self._next_actor
-                ):
-                    missing_reason = "every launched worker has ended or connected; this one never will"
-                    break
-                if time.monotonic() >= deadline:
-                    missing_reason = (
-                        f"never connected within --connect-timeout {self.opts.connect_timeout:g} s"
-                    )
-                    break
+            self._apply(self.roster.tick(self._can_still_arrive(launcher, now)))
             self._changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.25)
         await self.close()
-        return self._result(launcher, missing_reason)
+        return self._result(launcher)
+
+    def _can_still_arrive(self, launcher: LaunchWatch | None, now: float) -> bool:
+        running = launcher.running() if launcher is not None else None
+        if running is None or running > self._live:
+            self._unfillable_since = None
+            return True
+        if self._unfillable_since is None:
+            self._unfillable_since = now
+        return now - self._unfillable_since < UNFILLABLE_GRACE
+
+    def _deadline_reason(self, actor: int) -> str:
+        live = [r for r in self.playing.get(actor, set()) if r.ended is None]
+        where = f"in {live[0].machine.state}" if live else "waiting for a worker to connect"
+        return f"job --deadline {self.opts.deadline:g} s passed {where}"
 
     async def close(self) -> None:
         if self._server is not None:
@@ -169,37 +196,61 @@ class Coordinator:
         if self.opts.timing_log:
             self.write_timing_log(self.opts.timing_log)
 
-    def _result(self, launcher: LaunchWatch | None, missing_reason: str) -> JobResult:
+    def _result(self, launcher: LaunchWatch | None) -> JobResult:
         label = self.job.actor_label or (lambda actor: "")
-        failures = {
-            f"actor {a}" + (f" ({label(a)})" if label(a) else ""): r.error
-            for a, r in self.records.items()
-            if r.error is not None
-        }
-        missing = self.job.workers - self._next_actor
-        if missing > 0:
-            launch_failures = launcher.failures() if launcher is not None else {}
-            for worker, why in sorted(launch_failures.items())[:missing]:
-                failures[f"worker {worker}"] = why
-            for i in range(missing - min(missing, len(launch_failures))):
-                failures[f"missing worker {i + 1} of {missing}"] = missing_reason or "never connected"
-        succeeded = sum(1 for r in self.records.values() if r.ended is not None and r.error is None)
-        ok = not failures and succeeded == self.job.workers
-        return JobResult(ok, self.job.workers, succeeded, failures, time.monotonic() - self.t0, self.rejected)
+        launch_trouble = next(iter(launcher.failures().values()), None) if launcher is not None else None
+        failures = {}
+        for actor, why in self.roster.failures().items():
+            if launch_trouble and ("connect" in why):
+                why = f"{why}; the launcher reported: {launch_trouble}"
+            failures[f"actor {actor}" + (f" ({label(actor)})" if label(actor) else "")] = why
+        succeeded = self.roster.succeeded
+        return JobResult(
+            not failures and succeeded == self.job.workers,
+            self.job.workers,
+            succeeded,
+            failures,
+            time.monotonic() - self.t0,
+            self.rejected,
+            self.roster.relaunched,
+        )
 
     def write_timing_log(self, path: str) -> None:
         doc = {
             "job": self.job.name,
             "workers": self.job.workers,
             "rejected_connections": self.rejected,
-            "records": [r.timing(self.t0) for _, r in sorted(self.records.items())],
+            "relaunched": self.roster.relaunched,
+            "records": [r.timing(self.t0) for r in self.records],
         }
         with open(path, "w") as f:
             json.dump(doc, f, indent=1)
 
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, StopOthers):
+                for record in list(self.playing.get(action.actor, set())):
+                    if record.ended is None and record.writer is not None:
+                        record.superseded = True
+                        record.writer.write(encode(b"quit:"))
+                        record.writer.close()
+                self.status.event(f"actor {action.actor}: first finisher wins; its duplicate is told to quit")
+            elif isinstance(action, Relaunch):
+                kind = "a duplicate" if "speculative" in action.why else "a replacement"
+                self.status.event(f"actor {action.actor}: {action.why}; launching {kind}")
+                if self.relaunch is not None:
+                    self.relaunch(action.actor)
+        self._changed.set()
+
     # -- one connection ---------------------------------------------------------------------
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._pending >= self.opts.max_pending:
+            self.rejected += 1  # a flood: refuse before spending a TLS handshake on it
+            if self.rejected % 100 == 1:
+                self.status.event(f"over {self.opts.max_pending} connections pending; refusing new ones")
+            writer.transport.abort()
+            return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -208,36 +259,52 @@ class Coordinator:
         host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
         peer = f"{host}:{port}"
         decoder = Decoder(self.opts.max_frame)
+        self._pending += 1
         try:
-            # TLS is started here rather than by the listener so that a failed handshake is
-            # seen, counted and logged instead of vanishing inside asyncio.
-            try:
-                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.opts.handshake_timeout)
-            except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
-                self.rejected += 1
-                self.status.event(f"rejected connection from {peer}: TLS handshake failed: {exc}")
-                return
-            first = await self._first_message(reader, decoder, peer)
-            if first is None:
-                return
-            hello, pending = first
-            if self._next_actor >= self.job.workers:
+            first = await self._handshake_and_hello(reader, writer, decoder, peer)
+        finally:
+            self._pending -= 1
+        if first is None:
+            await self._close(writer)
+            return
+        self._live += 1
+        try:
+            seat = self.roster.arrive()
+            if seat is None:
                 writer.write(encode(b"quit:"))  # a spare: every actor is taken
                 self._spares_seen += 1
                 self.status.event(f"spare worker from {peer} told to quit")
                 self._maybe_stop_listening()
                 return
-            record = self._admit(peer)
-            await self._drive(record, reader, writer, decoder, [hello, *pending])
+            record = self._admit(peer, *seat)
+            record.writer = writer
+            await self._drive(record, reader, writer, decoder, first)
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), timeout=2)
+            self._live -= 1
+            await self._close(writer)
+            self._changed.set()
 
-    async def _first_message(
-        self, reader: asyncio.StreamReader, decoder: Decoder, peer: str
-    ) -> tuple[bytes, list[bytes]] | None:
-        """A worker earns an actor number only by a valid ``OK:HELLO`` in time."""
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), timeout=2)
+
+    async def _handshake_and_hello(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: Decoder, peer: str
+    ) -> list[bytes] | None:
+        """A worker earns an actor only by a valid TLS client certificate and ``OK:HELLO`` in time.
+
+        TLS is started here rather than by the listener so that a failed handshake is seen,
+        counted and logged instead of vanishing inside asyncio.
+        """
+        try:
+            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.opts.handshake_timeout)
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+            self.rejected += 1
+            why = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+            self.status.event(f"rejected connection from {peer}: TLS handshake failed: {why}")
+            return None
         try:
             messages: list[bytes] = []
             async with asyncio.timeout(self.opts.hello_timeout):
@@ -257,23 +324,26 @@ class Coordinator:
                 f"rejected connection from {peer}: first message {messages[0][:40]!r} is not OK:HELLO"
             )
             return None
-        return messages[0], messages[1:]
+        return messages
 
     def _maybe_stop_listening(self) -> None:
-        """Close the port once every actor is taken and every spare has been sent home."""
-        full = self._next_actor >= self.job.workers and self._spares_seen >= self.opts.spares
-        if full and self._server is not None:
+        """Close the port once no worker can be needed: every actor taken, spares sent home."""
+        if (
+            not self.roster.may_need_workers
+            and self._spares_seen >= self.opts.spares
+            and self._server is not None
+        ):
             self._server.close()
 
-    def _admit(self, peer: str) -> WorkerRecord:
-        actor = self._next_actor
-        self._next_actor += 1
+    def _admit(self, peer: str, actor: int, duplicate: bool) -> WorkerRecord:
         self._maybe_stop_listening()
         machine = Machine(self.job.initial, actor, info=dict(self.job.info))
-        record = WorkerRecord(actor, peer, machine, time.monotonic())
-        self.records[actor] = record
+        record = WorkerRecord(actor, peer, machine, time.monotonic(), duplicate)
+        self.records.append(record)
+        self.playing.setdefault(actor, set()).add(record)
         self.status.connected += 1
-        self.status.event(f"actor {actor} connected from {peer}")
+        what = "a duplicate of actor" if duplicate else "actor"
+        self.status.event(f"{what} {actor} connected from {peer}")
         return record
 
     async def _drive(
@@ -323,15 +393,19 @@ class Coordinator:
     def _finish(self, record: WorkerRecord, writer: asyncio.StreamWriter) -> None:
         machine = record.machine
         record.ended = time.monotonic()
-        record.error = machine.error
+        record.error = None if record.superseded else machine.error
+        self.playing.get(record.actor, set()).discard(record)
         if machine.failed and not writer.is_closing():
             writer.write(encode(b"quit:"))  # let a live worker go home
-        self._finished += 1
         self.status.states.pop(record.actor, None)
-        if record.error is None:
+        decided = record.actor in self.roster.outcome
+        actions = self.roster.ended(record.actor, record.error)
+        if record.superseded or decided:
+            pass
+        elif record.error is None:
             self.status.done += 1
             self.status.event(f"actor {record.actor} finished")
-        else:
+        elif record.actor in self.roster.outcome:
             self.status.failed += 1
-            self.status.event(f"actor {record.actor} FAILED: {record.error}")
-        self._changed.set()
+            self.status.event(f"actor {record.actor} FAILED: {self.roster.outcome[record.actor]}")
+        self._apply(actions)

@@ -82,7 +82,7 @@ def test_missing_function_fails_with_a_clear_message(endpoint_keys):
     why = la.failures()[1]
     assert "function 'mu-b' in us-east-1: HTTP 404 ResourceNotFoundException" in why
     assert "check --function and --regions" in why
-    assert la.all_finished(connected=2) and not la.all_finished(connected=1)
+    assert la.running() is None  # Lambda cannot tell; the coordinator relies on --connect-timeout
 
 
 def test_throttling_past_the_deadline_fails(endpoint_keys):

@@ -1,0 +1,162 @@
+"""Which worker plays which actor: vacancies, retries, speculative duplicates, outcomes.
+
+Sans-I/O like the machines: the server reports what happened (a worker arrived, a worker
+ended, time passed) and carries out what comes back (launch one more worker, stop the
+duplicates of an actor that has finished). Keeping it apart makes every failure rule a
+plain unit test.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class Relaunch:
+    actor: int
+    why: str
+
+
+@dataclass(frozen=True)
+class StopOthers:
+    actor: int
+
+
+Action = Relaunch | StopOthers
+
+
+@dataclass
+class Roster:
+    workers: int
+    retries: int = 0
+    speculate: float = 0.0  # percent of actors done before the rest get duplicates; 0 is off
+    connect_timeout: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    vacant: list[int] = field(default_factory=list)  # heap of actors waiting for a worker
+    vacant_since: dict[int, float] = field(default_factory=dict)
+    duplicates_wanted: deque[int] = field(default_factory=deque)
+    outcome: dict[int, str] = field(default_factory=dict)  # actor -> OK or the error
+    retries_used: dict[int, int] = field(default_factory=dict)
+    live: dict[int, int] = field(default_factory=dict)  # actor -> workers playing it now
+    speculated: set[int] = field(default_factory=set)
+    relaunched: int = 0
+
+    def __post_init__(self) -> None:
+        now = self.clock()
+        for actor in range(self.workers):
+            self._vacate(actor, now)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return len(self.outcome) == self.workers
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for v in self.outcome.values() if v == OK)
+
+    def failures(self) -> dict[int, str]:
+        return {a: why for a, why in sorted(self.outcome.items()) if why != OK}
+
+    @property
+    def open_seats(self) -> int:
+        return len(self.vacant) + len(self.duplicates_wanted)
+
+    @property
+    def may_need_workers(self) -> bool:
+        """False once no retry or duplicate can ever be asked for: the port may close."""
+        return bool(self.open_seats or self.retries or self.speculate)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def arrive(self) -> tuple[int, bool] | None:
+        """A worker said OK:HELLO: its actor and whether it is a duplicate, or None (a spare)."""
+        if self.vacant:
+            actor = heapq.heappop(self.vacant)
+            self.vacant_since.pop(actor, None)
+            self.live[actor] = self.live.get(actor, 0) + 1
+            return actor, False
+        while self.duplicates_wanted:
+            actor = self.duplicates_wanted.popleft()
+            if actor not in self.outcome:
+                self.live[actor] = self.live.get(actor, 0) + 1
+                return actor, True
+        return None
+
+    def ended(self, actor: int, error: str | None) -> list[Action]:
+        """A worker playing ``actor`` ended, well (``error`` None) or not."""
+        self.live[actor] = max(0, self.live.get(actor, 0) - 1)
+        if actor in self.outcome:
+            return []  # a duplicate of a decided actor; nothing to do
+        if error is None:
+            self.outcome[actor] = OK
+            actions: list[Action] = [StopOthers(actor)] if self.live[actor] else []
+            return actions + self._maybe_speculate()
+        if self.live[actor]:
+            return []  # a duplicate still plays this actor; let it finish
+        return self._failed(actor, error)
+
+    def tick(self, can_still_arrive: bool) -> list[Action]:
+        """Time passed: vacancies nobody will fill count as failed attempts."""
+        now = self.clock()
+        actions: list[Action] = []
+        for actor in sorted(self.vacant_since):
+            waited = now - self.vacant_since[actor]
+            if not can_still_arrive:
+                why = "its worker ended without connecting"
+            elif waited >= self.connect_timeout:
+                why = f"no worker connected within --connect-timeout {self.connect_timeout:g} s"
+            else:
+                continue
+            self.vacant.remove(actor)
+            heapq.heapify(self.vacant)
+            del self.vacant_since[actor]
+            actions += self._failed(actor, why)
+        return actions
+
+    def give_up(self, why: Callable[[int], str]) -> None:
+        """The job's --deadline passed: every undecided actor fails with ``why(actor)``."""
+        for actor in range(self.workers):
+            if actor not in self.outcome:
+                self.outcome[actor] = why(actor)
+        self.vacant.clear()
+        self.vacant_since.clear()
+        self.duplicates_wanted.clear()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _vacate(self, actor: int, now: float) -> None:
+        heapq.heappush(self.vacant, actor)
+        self.vacant_since[actor] = now
+
+    def _failed(self, actor: int, error: str) -> list[Action]:
+        used = self.retries_used.get(actor, 0)
+        if used >= self.retries:
+            suffix = f" (after {used} {'retry' if used == 1 else 'retries'})" if used else ""
+            self.outcome[actor] = error + suffix
+            return []
+        self.retries_used[actor] = used + 1
+        self._vacate(actor, self.clock())
+        self.relaunched += 1
+        return [Relaunch(actor, error)]
+
+    def _maybe_speculate(self) -> list[Action]:
+        if not self.speculate:
+            return []
+        if self.succeeded < math.ceil(self.workers * self.speculate / 100.0):
+            return []
+        actions: list[Action] = []
+        for actor in range(self.workers):
+            if actor not in self.outcome and actor not in self.speculated and self.live.get(actor):
+                self.speculated.add(actor)
+                self.duplicates_wanted.append(actor)
+                actions.append(Relaunch(actor, "speculative duplicate of a straggler"))
+        return actions
