@@ -61,8 +61,7 @@ def raise_fd_limit() -> None:
 async def coordinator_main(keys_dir: str, workers: int) -> None:
     keys = tls.read_keys(keys_dir)
     job = Job("bench", BenchScript, workers=workers)
-    opts = ServerOptions(host="127.0.0.1", port=0, kill_time=600, connect_timeout=600, hello_timeout=600,
-                         handshake_timeout=600)  # fmt: skip
+    opts = ServerOptions(host="127.0.0.1", port=0, kill_time=600, connect_timeout=600, hello_timeout=600)
     status = Status("bench", workers, stream=open(os.devnull, "w"), tty=False)  # noqa: SIM115
     coord = Coordinator(job, tls.server_context(keys), opts, status)
     base = rss_kib()

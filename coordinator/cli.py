@@ -46,7 +46,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--kill-time", type=_positive(float), default=300.0,
                    help="seconds to wait for one reply before failing the worker (300)")  # fmt: skip
     g.add_argument("--connect-timeout", type=_positive(float), default=300.0,
-                   help="seconds to wait for all workers to connect (300)")  # fmt: skip
+                   help="seconds an actor may wait for a worker to connect (300)")  # fmt: skip
+    g.add_argument("--hello-timeout", type=_positive(float), default=30.0,
+                   help="seconds a new connection has to finish TLS and say hello (30)")  # fmt: skip
     g.add_argument("-O", "--timing-log", default=None, help="write per-worker state timings as JSON here")
     g.add_argument("--keys", default=None, help="folder from 'mu genkeys' (default: fresh keys for this job)")
     g.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"), help="AWS region")
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--hold-seconds", type=_positive(float), default=600.0,
                     help="how long a message waits for its recipient (600)")  # fmt: skip
     rl.add_argument("--max-held-mb", type=_positive(int), default=256, help="bytes held in all, MiB (256)")
+    rl.add_argument("--hello-timeout", type=_positive(float), default=30.0,
+                    help="seconds a new connection has to finish TLS and say HELLO_STATE (30)")  # fmt: skip
     gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
     gk.add_argument("dir")
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
@@ -179,7 +183,7 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
         timing_log=args.timing_log, spares=args.spares, relay_port=relay_port, retries=args.retries,
-        speculate=args.speculate, deadline=args.deadline,
+        speculate=args.speculate, deadline=args.deadline, hello_timeout=args.hello_timeout,
     )  # fmt: skip
     try:
         result = asyncio.run(run_job(job, launcher, keys, options, status, advertise, job_id))
@@ -200,7 +204,10 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         relay = Relay(
-            tls.server_context(keys), hold_seconds=args.hold_seconds, max_held_bytes=args.max_held_mb << 20
+            tls.server_context(keys),
+            hold_seconds=args.hold_seconds,
+            max_held_bytes=args.max_held_mb << 20,
+            hello_timeout=args.hello_timeout,
         )
         port = await relay.start(args.host, args.port)
         print(f"mu relay: listening on {args.host}:{port}", file=sys.stderr, flush=True)

@@ -1,11 +1,17 @@
 """The worker-to-worker relay: Lambdas accept no inbound connections, so peers meet here.
 
 A peer's first message is ``HELLO_STATE:PREFIX:MYID:PARTNERID``; every later message it sends
-goes to the peer that said ``MYID`` = its ``PARTNERID`` under the same ``PREFIX``. A message
-for a peer that has not arrived yet, or has gone, is held and delivered in order when it
-(re)connects; held messages expire after ``hold_seconds`` and their total size is bounded,
-and anything dropped is logged. :class:`RelayCore` holds all of that logic without sockets;
-:class:`Relay` is the asyncio mutual-TLS shell around it.
+goes to the peer that said ``MYID`` = its ``PARTNERID`` under the same ``PREFIX``.
+
+Every message is also kept in its recipient's mailbox, and a peer that says HELLO_STATE gets
+its whole mailbox first, in order. That covers a partner that has not arrived yet, and also a
+*replacement*: when the coordinator relaunches a dead worker, the new one starts from the
+beginning and must see what its predecessor was sent. For the same reason a second HELLO_STATE
+for an address takes it over, and the older connection (a stalled or half-dead worker) is
+closed. Mail expires after ``hold_seconds`` and its total size is bounded; copies already
+delivered are evicted first, and anything undelivered that is dropped is logged.
+:class:`RelayCore` holds all of that logic without sockets; :class:`Relay` is the asyncio
+mutual-TLS shell around it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024
 
 Address = tuple[str, str]  # (prefix, peer id)
+# What the shell must do: write bytes to a connection, or close it (payload None).
+Delivery = tuple[int, bytes | None]
 
 
 class RelayError(ValueError):
@@ -32,9 +40,10 @@ class RelayError(ValueError):
 
 
 @dataclass
-class _Held:
+class _Mail:
     data: bytes
     at: float
+    delivered: bool = False
 
 
 @dataclass
@@ -51,45 +60,47 @@ class RelayCore:
     clock: Callable[[], float] = time.monotonic
     peers: dict[int, _Peer] = field(default_factory=dict)  # connection id -> peer
     online: dict[Address, int] = field(default_factory=dict)  # address -> connection id
-    held: dict[Address, deque[_Held]] = field(default_factory=dict)
+    mailboxes: dict[Address, deque[_Mail]] = field(default_factory=dict)
     held_bytes: int = 0
     dropped: int = 0
 
-    def hello(self, conn: int, msg: bytes) -> list[tuple[int, bytes]]:
-        """Register a connection; returns the held messages to deliver to it now."""
+    def hello(self, conn: int, msg: bytes) -> list[Delivery]:
+        """Register a connection; returns its mailbox to deliver now (and an older holder to close)."""
         parts = msg.decode("utf-8", "replace").split(":")
         if len(parts) != 4 or parts[0] != "HELLO_STATE" or not all(parts[1:]):
             raise RelayError(f"first message must be HELLO_STATE:PREFIX:MYID:PARTNERID, got {msg[:80]!r}")
         _, prefix, me, partner = parts
         address = (prefix, me)
-        if address in self.online:
-            raise RelayError(f"peer {me} of {prefix} is already connected")
+        out: list[Delivery] = []
+        older = self.online.get(address)
+        if older is not None:
+            self.log(f"relay: peer {me} of {prefix} connected again; closing its older connection")
+            self.disconnect(older)
+            out.append((older, None))
         self.peers[conn] = _Peer(address, (prefix, partner))
         self.online[address] = conn
         self.expire()
-        queue = self.held.pop(address, deque())
-        for item in queue:
-            self.held_bytes -= len(item.data)
-        return [(conn, item.data) for item in queue]
+        for mail in self.mailboxes.get(address, ()):
+            mail.delivered = True
+            out.append((conn, mail.data))
+        return out
 
-    def message(self, conn: int, data: bytes) -> list[tuple[int, bytes]]:
-        """A message from ``conn`` for its partner: deliver it now or hold it."""
+    def message(self, conn: int, data: bytes) -> list[Delivery]:
+        """A message from ``conn`` for its partner: deliver it now if it is here; keep it either way."""
         peer = self.peers.get(conn)
         if peer is None:
             raise RelayError("message before HELLO_STATE")
         target = self.online.get(peer.partner)
+        self.expire()
+        kept = self._keep(peer.partner, data, delivered=target is not None)
         if target is not None:
             return [(target, data)]
-        self.expire()
-        if self.held_bytes + len(data) > self.max_held_bytes:
+        if not kept:
             self.dropped += 1
             self.log(
                 f"relay: dropped {len(data)} bytes from {peer.me[1]} for {peer.partner[1]} "
                 f"({peer.partner[0]}): {self.held_bytes} bytes already held, limit {self.max_held_bytes}"
             )
-            return []
-        self.held.setdefault(peer.partner, deque()).append(_Held(data, self.clock()))
-        self.held_bytes += len(data)
         return []
 
     def disconnect(self, conn: int) -> None:
@@ -98,24 +109,57 @@ class RelayCore:
             del self.online[peer.me]
 
     def expire(self) -> None:
-        """Drop held messages older than ``hold_seconds``."""
+        """Drop mail older than ``hold_seconds``."""
         cutoff = self.clock() - self.hold_seconds
-        for address in list(self.held):
-            queue = self.held[address]
-            while queue and queue[0].at < cutoff:
-                item = queue.popleft()
-                self.held_bytes -= len(item.data)
-                self.dropped += 1
-                self.log(
-                    f"relay: dropped a {len(item.data)}-byte message for {address[1]} ({address[0]}): "
-                    f"not collected within {self.hold_seconds:g} s"
-                )
-            if not queue:
-                del self.held[address]
+        for address in list(self.mailboxes):
+            box = self.mailboxes[address]
+            while box and box[0].at < cutoff:
+                mail = box.popleft()
+                self.held_bytes -= len(mail.data)
+                if not mail.delivered:
+                    self.dropped += 1
+                    self.log(
+                        f"relay: dropped a {len(mail.data)}-byte message for {address[1]} ({address[0]}): "
+                        f"not collected within {self.hold_seconds:g} s"
+                    )
+            if not box:
+                del self.mailboxes[address]
+
+    def _keep(self, address: Address, data: bytes, delivered: bool) -> bool:
+        if self.held_bytes + len(data) > self.max_held_bytes:
+            self._evict_delivered(self.held_bytes + len(data) - self.max_held_bytes)
+        if self.held_bytes + len(data) > self.max_held_bytes:
+            return False
+        self.mailboxes.setdefault(address, deque()).append(_Mail(data, self.clock(), delivered))
+        self.held_bytes += len(data)
+        return True
+
+    def _evict_delivered(self, need: int) -> None:
+        """Make room by forgetting copies kept only for replacements, oldest first."""
+        for address in list(self.mailboxes):
+            box = self.mailboxes[address]
+            kept: deque[_Mail] = deque()
+            for mail in box:
+                if need > 0 and mail.delivered:
+                    need -= len(mail.data)
+                    self.held_bytes -= len(mail.data)
+                else:
+                    kept.append(mail)
+            if kept:
+                self.mailboxes[address] = kept
+            else:
+                del self.mailboxes[address]
+            if need <= 0:
+                return
 
 
 class Relay:
-    """Listens with mutual TLS and moves frames between paired peers."""
+    """Listens with mutual TLS and moves frames between paired peers.
+
+    A connection must finish TLS and say HELLO_STATE within ``hello_timeout``, and at most
+    ``max_pending`` may be at that stage at once, so junk, half-open and flooding connections
+    cost bounded memory and go away on their own.
+    """
 
     def __init__(
         self,
@@ -124,13 +168,17 @@ class Relay:
         max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
         log: Callable[[str], None] | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
-        handshake_timeout: float = 10.0,
+        hello_timeout: float = 30.0,
+        max_pending: int = 1024,
     ) -> None:
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.core = RelayCore(hold_seconds, max_held_bytes, self.log)
         self.ssl_context = ssl_context
         self.max_frame = max_frame
-        self.handshake_timeout = handshake_timeout
+        self.hello_timeout = hello_timeout
+        self.max_pending = max_pending
+        self.rejected = 0
+        self._pending = 0
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._next = 0
         self._server: asyncio.Server | None = None
@@ -159,6 +207,12 @@ class Relay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._pending >= self.max_pending:
+            self.rejected += 1  # a flood: refuse before spending a TLS handshake on it
+            if self.rejected % 100 == 1:
+                self.log(f"relay: over {self.max_pending} connections pending; refusing new ones")
+            writer.transport.abort()
+            return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -172,26 +226,54 @@ class Relay:
         conn = self._next
         self._next += 1
         decoder = Decoder(self.max_frame)
-        hello = False
+        self._pending += 1
+        pending = True
         try:
-            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.handshake_timeout)
+            async with asyncio.timeout(self.hello_timeout):
+                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.hello_timeout)
+                messages: list[bytes] = []
+                while not messages:
+                    data = await reader.read(256 * 1024)
+                    if not data:
+                        raise ConnectionError("closed before saying HELLO_STATE")
+                    messages = decoder.feed(data)
             self._writers[conn] = writer
+            self._deliver(self.core.hello(conn, messages[0]))
+            self._pending -= 1
+            pending = False
+            for msg in messages[1:]:
+                self._deliver(self.core.message(conn, msg))
             while data := await reader.read(256 * 1024):
                 for msg in decoder.feed(data):
-                    if hello:
-                        deliveries = self.core.message(conn, msg)
-                    else:
-                        deliveries, hello = self.core.hello(conn, msg), True
-                    for target, payload in deliveries:
-                        self._writers[target].write(encode(payload))
+                    self._deliver(self.core.message(conn, msg))
                 await writer.drain()
         except (RelayError, ProtocolError) as exc:
+            self.rejected += pending
             self.log(f"relay: closing connection {conn}: {exc}")
-        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+        except TimeoutError:
+            self.rejected += pending
+            self.log(
+                f"relay: closing connection {conn}: no TLS and HELLO_STATE within {self.hello_timeout:g} s"
+            )
+
+        except (ssl.SSLError, ConnectionError, OSError) as exc:
+            self.rejected += pending
             self.log(f"relay: connection {conn} ended: {exc or type(exc).__name__}")
         finally:
+            if pending:
+                self._pending -= 1
             self.core.disconnect(conn)
             self._writers.pop(conn, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2)
+
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        for target, payload in deliveries:
+            writer = self._writers.get(target)
+            if writer is None:
+                continue
+            if payload is None:
+                writer.close()  # its serving task sees the end and cleans up
+            else:
+                writer.write(encode(payload))

@@ -158,5 +158,7 @@ class Roster:
             if actor not in self.outcome and actor not in self.speculated and self.live.get(actor):
                 self.speculated.add(actor)
                 self.duplicates_wanted.append(actor)
+                self.relaunched += 1
+
                 actions.append(Relaunch(actor, "speculative duplicate of a straggler"))
         return actions

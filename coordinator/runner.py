@@ -39,7 +39,8 @@ async def run_job(
     ctx: ssl.SSLContext = server_context(keys)
     relay: Relay | None = None
     if job.relay:
-        relay = Relay(ctx, log=status.event)
+        relay = Relay(ctx, log=status.event, hello_timeout=options.hello_timeout)
+
         relay_port = await relay.start(options.host, options.relay_port)
         job.info.update(relay=f"{host}:{relay_port}", chain=job_id)
         status.event(f"relay listening on {options.host}:{relay_port}")

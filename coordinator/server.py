@@ -83,16 +83,24 @@ class JobResult:
     relaunched: int = 0  # replacement and speculative workers launched
 
     def describe(self) -> str:
+        notes = [_count(self.relaunched, "worker") + " relaunched"] if self.relaunched else []
+        notes += [_count(self.rejected, "connection") + " rejected"] if self.rejected else []
+        extra = f" ({'; '.join(notes)})" if notes else ""
         if self.ok:
-            extra = f" ({self.relaunched} replacement workers)" if self.relaunched else ""
             return f"all {self.workers} workers finished in {self.elapsed:.2f} s{extra}"
-        lines = [f"{len(self.failures)} of {self.workers} workers failed:"]
+        lines = [f"{len(self.failures)} of {self.workers} workers failed{extra}:"]
+
         lines += [f"  {who}: {why}" for who, why in sorted(self.failures.items())]
         return "\n".join(lines)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass
 class ServerOptions:
+
     host: str = "127.0.0.1"
     port: int = 13579
     kill_time: float = 300.0  # longest wait for one reply before the worker counts as failed
@@ -100,8 +108,7 @@ class ServerOptions:
     deadline: float | None = None  # the whole job
     retries: int = 0  # replacement workers per actor
     speculate: float = 0.0  # percent of actors done before stragglers get a duplicate
-    handshake_timeout: float = 10.0
-    hello_timeout: float = 30.0
+    hello_timeout: float = 30.0  # for a new connection to finish TLS and say OK:HELLO
     max_pending: int = 1024  # connections still in TLS handshake or before OK:HELLO
     max_frame: int = DEFAULT_MAX_FRAME
     timing_log: str | None = None
@@ -298,16 +305,21 @@ class Coordinator:
         TLS is started here rather than by the listener so that a failed handshake is seen,
         counted and logged instead of vanishing inside asyncio.
         """
+        budget = self.opts.hello_timeout
+        when = asyncio.get_running_loop().time() + budget  # one budget for both steps
         try:
-            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.opts.handshake_timeout)
+            async with asyncio.timeout_at(when):
+                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=budget)
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
             self.rejected += 1
-            why = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
-            self.status.event(f"rejected connection from {peer}: TLS handshake failed: {why}")
+            why = str(exc) or (f"not done within {budget:g} s" if isinstance(exc, TimeoutError) else "")
+            self.status.event(
+                f"rejected connection from {peer}: TLS handshake failed: {why or type(exc).__name__}"
+            )
             return None
         try:
             messages: list[bytes] = []
-            async with asyncio.timeout(self.opts.hello_timeout):
+            async with asyncio.timeout_at(when):
                 while not messages:
                     data = await reader.read(READ_SIZE)
                     if not data:
@@ -315,7 +327,7 @@ class Coordinator:
                     messages = decoder.feed(data)
         except (TimeoutError, ConnectionError, ProtocolError, ssl.SSLError, OSError) as exc:
             self.rejected += 1
-            why = str(exc) or f"no OK:HELLO within {self.opts.hello_timeout:g} s"
+            why = str(exc) or f"no OK:HELLO within {budget:g} s of connecting"
             self.status.event(f"rejected connection from {peer}: {why}")
             return None
         if messages[0] != b"OK:HELLO":

@@ -39,7 +39,7 @@ class Seen:
 class FakeLambda:
     keys: JobKeys
     script: Callable[[str, int, int], int] = lambda function, worker, attempt: 202
-    run_workers: bool = False
+    run_workers: bool | Callable[[dict[str, Any]], bool] = False  # or: which accepted events to run
     seen: list[Seen] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     bad_signatures: int = 0
@@ -116,8 +116,10 @@ class FakeLambda:
         status = self.script(function, worker, self.attempts[worker])
         if status == 202:
             self.seen.append(Seen(function, region, event, ok))
-            if self.run_workers:
+            run = self.run_workers(event) if callable(self.run_workers) else self.run_workers
+            if run:
                 asyncio.get_running_loop().create_task(self._start(event))
+
         return status
 
     async def _start(self, event: dict[str, Any]) -> None:

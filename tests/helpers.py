@@ -9,6 +9,7 @@ import os
 import ssl
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,3 +113,30 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> tup
     summary = json.loads(lines[-1]) if lines else {}
     assert proc.returncode is not None
     return proc.returncode, summary, err.decode()
+
+
+def scan_input(s3: Any, prefix: str, n: int, size: int = 1000) -> tuple[str, list[bytes]]:
+    """A fresh bucket holding n chunks of different lengths for the scan job; returns both."""
+    from coordinator.jobs.scan import chunk_key
+
+    bucket = f"scan-{uuid.uuid4().hex[:10]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    chunks = [bytes((i * 37 + j * 11) % 256 for j in range(size + 313 * i)) for i in range(n)]
+    for i, data in enumerate(chunks):
+        client.put_object(Bucket=bucket, Key=chunk_key(prefix, i), Body=data)
+    return bucket, chunks
+
+
+def scan_reference(chunks: list[bytes]) -> list[str]:
+    """The scan computed serially, independently of scanstep."""
+    p, mask = 1099511628211, (1 << 64) - 1
+    total = total_sum = h = 0
+    out = []
+    for i, data in enumerate(chunks):
+        for b in data:
+            h = (h * p + b + 1) & mask
+        total += len(data)
+        total_sum += sum(data)
+        out.append(f"chunk {i}: bytes_so_far={total} sum_so_far={total_sum} hash_so_far={h:016x}\n")
+    return out

@@ -13,6 +13,8 @@ from coordinator.relay import Relay, RelayCore, RelayError
 from coordinator.tls import SERVER_NAME, make_job_keys, server_context, worker_context
 from lambda_worker.wire import Decoder, encode
 
+from .helpers import scan_input, scan_reference
+
 
 class Clock:
     def __init__(self):
@@ -28,7 +30,7 @@ def test_pairing_delivers_to_the_partner():
     assert core.hello(2, b"HELLO_STATE:job:1:2") == []
     assert core.message(1, b"FILE:state.0:abc") == [(2, b"FILE:state.0:abc")]
     assert core.message(2, b"for 2's partner") == []  # peer 2 is not connected: held
-    assert core.held_bytes == len(b"for 2's partner")
+    assert core.held_bytes == len(b"FILE:state.0:abc") + len(b"for 2's partner")
 
 
 def test_late_partner_gets_held_messages_in_order():
@@ -37,7 +39,16 @@ def test_late_partner_gets_held_messages_in_order():
     for i in range(3):
         core.message(1, f"m{i}".encode())
     assert core.hello(7, b"HELLO_STATE:job:1:2") == [(7, b"m0"), (7, b"m1"), (7, b"m2")]
-    assert core.held_bytes == 0
+    assert core.message(1, b"m3") == [(7, b"m3")]
+
+
+def test_a_replacement_peer_gets_everything_its_predecessor_was_sent():
+    core = RelayCore()
+    core.hello(1, b"HELLO_STATE:job:0:1")
+    core.hello(2, b"HELLO_STATE:job:1:2")
+    assert core.message(1, b"state") == [(2, b"state")]  # delivered, and kept
+    core.disconnect(2)  # the worker playing peer 1 dies
+    assert core.hello(3, b"HELLO_STATE:job:1:2") == [(3, b"state")]
 
 
 def test_prefixes_keep_jobs_apart():
@@ -66,6 +77,18 @@ def test_memory_bound_drops_with_a_log_line():
     assert "dropped 6 bytes from 0 for 1" in lines[0] and "limit 10" in lines[0]
 
 
+def test_delivered_copies_make_room_for_undelivered_mail():
+    lines = []
+    core = RelayCore(max_held_bytes=10, log=lines.append)
+    core.hello(1, b"HELLO_STATE:j:0:1")
+    core.hello(2, b"HELLO_STATE:j:1:0")
+    core.message(1, b"123456")  # delivered to 2; its copy is kept for a replacement
+    core.disconnect(1)
+    assert core.message(2, b"abcdef") == []  # 0 is gone: held, evicting the delivered copy
+    assert core.held_bytes == 6 and core.dropped == 0 and lines == []
+    assert core.hello(5, b"HELLO_STATE:j:0:1") == [(5, b"abcdef")]
+
+
 def test_held_messages_expire():
     clock, lines = Clock(), []
     core = RelayCore(hold_seconds=600, log=lines.append, clock=clock)
@@ -83,11 +106,16 @@ def test_bad_hello_is_refused(bad):
         RelayCore().hello(1, bad)
 
 
-def test_duplicate_peer_is_refused():
-    core = RelayCore()
+def test_a_second_hello_for_an_address_takes_it_over():
+    lines = []
+    core = RelayCore(log=lines.append)
     core.hello(1, b"HELLO_STATE:j:0:1")
-    with pytest.raises(RelayError, match="already connected"):
-        core.hello(2, b"HELLO_STATE:j:0:1")
+    core.hello(9, b"HELLO_STATE:j:1:0")
+    assert core.hello(2, b"HELLO_STATE:j:0:1") == [(1, None)]  # close the stalled older one
+    assert core.message(9, b"x") == [(2, b"x")]
+    assert "connected again" in lines[0]
+    with pytest.raises(RelayError, match="before HELLO_STATE"):
+        core.message(1, b"from the closed one")
 
 
 def test_tls_relay_end_to_end():
@@ -134,27 +162,10 @@ def test_tls_relay_end_to_end():
     assert foreign == b"" or isinstance(foreign, Exception)
 
 
-def _reference_reports(chunks: list[bytes]) -> list[str]:
-    """The scan computed serially, independently of scanstep."""
-    p, mask = 1099511628211, (1 << 64) - 1
-    total = total_sum = h = 0
-    out = []
-    for i, data in enumerate(chunks):
-        for b in data:
-            h = (h * p + b + 1) & mask
-        total += len(data)
-        total_sum += sum(data)
-        out.append(f"chunk {i}: bytes_so_far={total} sum_so_far={total_sum} hash_so_far={h:016x}\n")
-    return out
-
-
 def test_scan_chain_matches_a_serial_computation(s3, tmp_path, png2y4m):
-    bucket, n = f"scan-{uuid.uuid4().hex[:10]}", 5
+    n = 5
+    bucket, chunks = scan_input(s3, "scan-in/", n)
     client = s3.client()
-    client.create_bucket(Bucket=bucket)
-    chunks = [bytes((i * 37 + j * 11) % 256 for j in range(1000 + 313 * i)) for i in range(n)]
-    for i, data in enumerate(chunks):
-        client.put_object(Bucket=bucket, Key=f"scan-in/{i:08d}.bin", Body=data)
     proc = subprocess.run(
         [sys.executable, "-m", "coordinator", "run", "scan", "-n", str(n), "-b", bucket, "-t", "0",
          "--s3-endpoint", s3.endpoint, "--log-dir", str(tmp_path), "-m", "60"],
@@ -166,7 +177,7 @@ def test_scan_chain_matches_a_serial_computation(s3, tmp_path, png2y4m):
         client.get_object(Bucket=bucket, Key=f"scan-out/{i:08d}.txt")["Body"].read().decode()
         for i in range(n)
     ]
-    assert got == _reference_reports(chunks)
+    assert got == scan_reference(chunks)
 
 
 def test_map_runs_a_command_over_objects(s3, tmp_path, png2y4m):

@@ -1,0 +1,98 @@
+"""The roster's failure rules without sockets: retries, speculation, vacancies, the deadline."""
+
+from __future__ import annotations
+
+from coordinator.roster import OK, Relaunch, Roster, StopOthers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_workers_fill_actors_in_order_and_spares_get_none():
+    r = Roster(2)
+    assert r.arrive() == (0, False)
+    assert r.arrive() == (1, False)
+    assert r.arrive() is None
+    assert not r.may_need_workers  # no retries, no speculation: the port may close
+
+
+def test_a_failure_without_retries_is_final():
+    r = Roster(2)
+    r.arrive(), r.arrive()
+    assert r.ended(0, "worker disconnected in S") == []
+    assert r.ended(1, None) == []
+    assert r.done and r.failures() == {0: "worker disconnected in S"} and r.succeeded == 1
+
+
+def test_a_failed_actor_is_relaunched_and_refilled_until_retries_run_out():
+    r = Roster(2, retries=2)
+    r.arrive(), r.arrive()
+    assert r.ended(1, "FAIL(x)") == [Relaunch(1, "FAIL(x)")]
+    assert r.arrive() == (1, False)  # the replacement takes the same actor
+    assert r.ended(1, "FAIL(y)") == [Relaunch(1, "FAIL(y)")]
+    assert r.arrive() == (1, False)
+    assert r.ended(1, "FAIL(z)") == []
+    assert r.outcome[1] == "FAIL(z) (after 2 retries)" and r.relaunched == 2
+    assert r.ended(0, None) == [] and r.done
+
+
+def test_the_lowest_vacant_actor_is_filled_first():
+    r = Roster(3, retries=1)
+    for _ in range(3):
+        r.arrive()
+    r.ended(2, "lost")
+    r.ended(0, "lost")
+    assert [r.arrive(), r.arrive()] == [(0, False), (2, False)]
+
+
+def test_vacancies_time_out_or_fail_once_no_worker_can_arrive():
+    clock = Clock()
+    r = Roster(2, retries=1, connect_timeout=10, clock=clock)
+    assert r.arrive() == (0, False)
+    clock.now = 9
+    assert r.tick(can_still_arrive=True) == []
+    clock.now = 10
+    assert r.tick(can_still_arrive=True) == [Relaunch(1, "no worker connected within --connect-timeout 10 s")]
+    # The replacement never comes either, and actor 1's one retry is spent: it fails for good.
+    assert r.tick(can_still_arrive=False) == []
+
+    assert r.outcome[1] == "its worker ended without connecting (after 1 retry)"
+
+
+def test_speculation_duplicates_stragglers_once_and_the_first_finisher_wins():
+    r = Roster(4, speculate=50)
+    for _ in range(4):
+        r.arrive()
+    assert r.ended(1, None) == []  # 1 of 4 done: below 50 %
+    actions = r.ended(2, None)  # 2 of 4: actors 0 and 3 still running get duplicates
+    assert actions == [Relaunch(0, "speculative duplicate of a straggler"),
+                       Relaunch(3, "speculative duplicate of a straggler")]  # fmt: skip
+    assert r.ended(3, None) == []  # 3 finished before its duplicate arrived
+    assert r.arrive() == (0, True)  # the duplicate for 3 is skipped; 0's is taken
+    assert r.arrive() is None
+    assert r.ended(0, None) == [StopOthers(0)]  # the duplicate won; stop the original
+    assert r.ended(0, "job ended") == []  # the original's end changes nothing
+    assert r.done and r.succeeded == 4 and r.relaunched == 2
+
+
+def test_a_failed_original_leaves_the_actor_to_its_duplicate():
+    r = Roster(2, speculate=50)
+    r.arrive(), r.arrive()
+    r.ended(1, None)
+    assert r.arrive() == (0, True)
+    assert r.ended(0, "worker disconnected") == []  # the duplicate still plays actor 0
+    assert r.ended(0, None) == [] and r.outcome[0] == OK
+
+
+def test_the_deadline_fails_every_undecided_actor():
+    r = Roster(3)
+    r.arrive()
+    r.ended(0, None)
+    r.give_up(lambda actor: f"deadline passed for {actor}")
+    assert r.done and r.failures() == {1: "deadline passed for 1", 2: "deadline passed for 2"}
+    assert r.arrive() is None
