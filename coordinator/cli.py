@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--max-held-mb", type=_positive(int), default=256, help="bytes held in all, MiB (256)")
     rl.add_argument("--hello-timeout", type=_positive(float), default=30.0,
                     help="seconds a new connection has to finish TLS and say HELLO_STATE (30)")  # fmt: skip
+    rl.add_argument("--max-pending", type=_positive(int), default=4096,
+                    help="connections allowed before HELLO_STATE at once; more are cut (4096)")  # fmt: skip
     gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
     gk.add_argument("dir")
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
@@ -208,7 +210,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
             hold_seconds=args.hold_seconds,
             max_held_bytes=args.max_held_mb << 20,
             hello_timeout=args.hello_timeout,
+            max_pending=args.max_pending,
         )
+
         port = await relay.start(args.host, args.port)
         print(f"mu relay: listening on {args.host}:{port}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()

@@ -169,7 +169,7 @@ class Relay:
         log: Callable[[str], None] | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         hello_timeout: float = 30.0,
-        max_pending: int = 1024,
+        max_pending: int = 4096,
     ) -> None:
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.core = RelayCore(hold_seconds, max_held_bytes, self.log)

@@ -9,7 +9,7 @@ import ssl
 from .job import Job
 from .launcher import Launcher, make_events
 from .relay import Relay
-from .server import Coordinator, JobResult, ServerOptions
+from .server import FLOOD_HEADROOM, Coordinator, JobResult, ServerOptions
 from .status import Status
 from .tls import JobKeys, server_context
 
@@ -39,7 +39,12 @@ async def run_job(
     ctx: ssl.SSLContext = server_context(keys)
     relay: Relay | None = None
     if job.relay:
-        relay = Relay(ctx, log=status.event, hello_timeout=options.hello_timeout)
+        relay = Relay(
+            ctx,
+            log=status.event,
+            hello_timeout=options.hello_timeout,
+            max_pending=max(4096, job.workers + options.spares + FLOOD_HEADROOM),
+        )
 
         relay_port = await relay.start(options.host, options.relay_port)
         job.info.update(relay=f"{host}:{relay_port}", chain=job_id)

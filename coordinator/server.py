@@ -26,6 +26,7 @@ from .status import Status
 
 READ_SIZE = 256 * 1024
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
+FLOOD_HEADROOM = 1024
 
 # asyncio's TLS transport zero-fills a 256 KiB receive buffer for every connection, which is
 # most of a connection's memory. TLS records are at most 16 KiB, so 32 KiB loses nothing;
@@ -100,7 +101,6 @@ def _count(n: int, noun: str) -> str:
 
 @dataclass
 class ServerOptions:
-
     host: str = "127.0.0.1"
     port: int = 13579
     kill_time: float = 300.0  # longest wait for one reply before the worker counts as failed
@@ -109,7 +109,9 @@ class ServerOptions:
     retries: int = 0  # replacement workers per actor
     speculate: float = 0.0  # percent of actors done before stragglers get a duplicate
     hello_timeout: float = 30.0  # for a new connection to finish TLS and say OK:HELLO
-    max_pending: int = 1024  # connections still in TLS handshake or before OK:HELLO
+    # Connections still in TLS or before OK:HELLO. None: every worker the job launches may be
+    # in a burst at once (Lambdas start together), plus FLOOD_HEADROOM for replacements.
+    max_pending: int | None = None
     max_frame: int = DEFAULT_MAX_FRAME
     timing_log: str | None = None
     spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
@@ -134,6 +136,7 @@ class Coordinator:
         self.records: list[WorkerRecord] = []
         self.playing: dict[int, set[WorkerRecord]] = {}
         self.rejected = 0
+        self.max_pending = options.max_pending or job.workers + options.spares + FLOOD_HEADROOM
         self._pending = 0
         self._live = 0  # connections past OK:HELLO
         self._spares_seen = 0
@@ -252,10 +255,11 @@ class Coordinator:
     # -- one connection ---------------------------------------------------------------------
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._pending >= self.opts.max_pending:
+        if self._pending >= self.max_pending:
             self.rejected += 1  # a flood: refuse before spending a TLS handshake on it
             if self.rejected % 100 == 1:
-                self.status.event(f"over {self.opts.max_pending} connections pending; refusing new ones")
+                self.status.event(f"over {self.max_pending} connections pending; refusing new ones")
+
             writer.transport.abort()
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))

@@ -22,7 +22,7 @@ from coordinator.job import Job
 from coordinator.jobs import scan
 from coordinator.locals3 import free_port
 from coordinator.relay import Relay
-from coordinator.server import Coordinator, ServerOptions
+from coordinator.server import FLOOD_HEADROOM, Coordinator, ServerOptions
 from coordinator.status import Status
 from coordinator.tls import SERVER_NAME, make_job_keys, server_context, worker_context
 from lambda_worker.wire import encode
@@ -191,3 +191,12 @@ def test_the_flood_cap_refuses_connections_before_spending_a_handshake():
         return rejected
 
     assert asyncio.run(scenario()) == (cap * 2, cap * 2)
+
+
+def test_the_default_cap_admits_a_whole_burst_of_the_jobs_workers():
+    """Thousands of Lambdas may connect in the same second; none of them may be cut as a flood."""
+    job = Job("big", Sleepy, workers=5000, info={"victims": [], "sleep": 0})
+    options = ServerOptions(host="127.0.0.1", port=0, spares=50)
+    coord = Coordinator(job, server_context(make_job_keys()), options, Status("big", 5000, tty=False))
+    assert coord.max_pending == 5000 + 50 + FLOOD_HEADROOM
+
