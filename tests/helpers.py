@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.job import Job
+from coordinator.machine import CommandListState, MachineState, TerminalState
 from coordinator.tls import JobKeys, server_context
 from lambda_worker.wire import Decoder, encode
 
@@ -140,3 +142,33 @@ def scan_reference(chunks: list[bytes]) -> list[str]:
         total_sum += sum(data)
         out.append(f"chunk {i}: bytes_so_far={total} sum_so_far={total_sum} hash_so_far={h:016x}\n")
     return out
+
+
+class Done(TerminalState):
+    pass
+
+
+class Scripted(CommandListState):
+    """Every worker runs one shell command, ``info['good']``; the actors in ``info['victims']``
+    first run ``info['bad']`` (kill their own worker, fail, stall). With ``info['marks']`` set
+    to a folder, only an actor's first attempt misbehaves: the worker's shell makes a marker
+    directory atomically, so a replacement (a new process with no memory) behaves."""
+
+    nextState = Done
+    commandlist = [("OK:HELLO", "run:{cmd}"), ("OK:RETVAL(0)", "quit:")]
+
+    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+        super().__init__(prevState, aNum)
+        info, i = self.info, self.actorNum
+        cmd = info.get("good", "true")
+        if i in info.get("victims", ()):
+            marks = info.get("marks")
+            bad = f"mkdir {marks}/actor-{i} 2>/dev/null && {{ {info['bad']}; }}" if marks else info["bad"]
+            cmd = f"{bad}; {cmd}"
+        self.format_commands(cmd=cmd)
+
+
+def scripted_job(workers: int, good: str = "true", victims: tuple[int, ...] = (), bad: str = "",
+                 marks: str | None = None) -> Job:  # fmt: skip
+    info = {"good": good, "victims": list(victims), "bad": bad, "marks": marks}
+    return Job("scripted", Scripted, workers=workers, info=info)

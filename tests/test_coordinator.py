@@ -16,12 +16,13 @@ from coordinator.demo import encode_png, frame_rgb, to_uint16, verify_chunk
 from coordinator.job import Job
 from coordinator.jobs import png2y4m
 from coordinator.launcher import LocalLauncher
-from coordinator.machine import CommandListState, MachineState, TerminalState
 from coordinator.runner import run_job
 from coordinator.server import ServerOptions
 from coordinator.status import Status
 from coordinator.tls import SERVER_NAME, make_job_keys, worker_context
 from lambda_worker.wire import encode
+
+from .helpers import scripted_job
 
 
 def test_png2y4m_through_the_cli(s3, tmp_path):
@@ -51,22 +52,6 @@ def test_png2y4m_through_the_cli(s3, tmp_path):
     assert states.count("PNG2Y4MRetrieveAndRunState") == frames
 
 
-class Done(TerminalState):
-    pass
-
-
-class Sleepy(CommandListState):
-    """Actor 0 kills its own worker process mid-command; the others work for a while."""
-
-    nextState = Done
-    commandlist = [("OK:HELLO", "run:{cmd}"), ("OK:RETVAL(0)", "quit:")]
-
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
-        super().__init__(prevState, aNum)
-        victim = self.actorNum in self.info["victims"]
-        self.format_commands(cmd="kill -9 $PPID; sleep 5" if victim else f"sleep {self.info['sleep']}")
-
-
 def run_local(job: Job, tmp_path, hostile=None, concurrency=None):
     keys = make_job_keys()
     opts = ServerOptions(host="127.0.0.1", port=0, kill_time=30, connect_timeout=60)
@@ -82,16 +67,16 @@ def run_local(job: Job, tmp_path, hostile=None, concurrency=None):
 
 
 def test_a_killed_worker_is_reported_and_the_job_does_not_hang(tmp_path):
-    job = Job("sleepy", Sleepy, workers=3, info={"victims": [0], "sleep": 0.5})
+    job = scripted_job(3, good="sleep 0.5", victims=(0,), bad="kill -9 $PPID; sleep 5")
     result, _ = run_local(job, tmp_path)
     assert not result.ok and result.succeeded == 2
     assert list(result.failures) == ["actor 0"]
-    assert "worker disconnected in Sleepy" in result.failures["actor 0"]
+    assert "worker disconnected in Scripted" in result.failures["actor 0"]
     assert "actor 0: worker disconnected" in result.describe()
 
 
 def test_workers_that_never_connect_end_the_job(tmp_path):
-    job = Job("sleepy", Sleepy, workers=2, info={"victims": [], "sleep": 0})
+    job = scripted_job(2)
     wrong = make_job_keys()
     keys = make_job_keys()
     # Workers get a CA that does not match the coordinator: they cannot connect and exit.
@@ -148,7 +133,7 @@ async def _hostile_clients(keys, port_holder):
 
 def test_hostile_connections_are_rejected_while_a_job_completes(tmp_path, monkeypatch):
     # Two workers at a time, four in all: the port stays open while the first two work.
-    job = Job("sleepy", Sleepy, workers=4, info={"victims": [], "sleep": 3})
+    job = scripted_job(4, good="sleep 3")
     port_holder = {}
 
     # Learn the port the server picked, so the hostile clients can aim at it.

@@ -18,7 +18,6 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from coordinator import tls
-from coordinator.job import Job
 from coordinator.jobs import scan
 from coordinator.locals3 import free_port
 from coordinator.relay import Relay
@@ -27,8 +26,7 @@ from coordinator.status import Status
 from coordinator.tls import SERVER_NAME, make_job_keys, server_context, worker_context
 from lambda_worker.wire import encode
 
-from ..helpers import scan_input, scan_reference
-from ..test_coordinator import Sleepy
+from ..helpers import scan_input, scan_reference, scripted_job
 from .chaos import MuRun, rss_kib, signal_quietly, worker_with_local_port
 
 HELLO_TIMEOUT = 2.0
@@ -176,7 +174,7 @@ def test_the_flood_cap_refuses_connections_before_spending_a_handshake():
     keys, cap = make_job_keys(), 20
 
     async def scenario() -> tuple[int, int]:
-        job = Job("sleepy", Sleepy, workers=1, info={"victims": [], "sleep": 0})
+        job = scripted_job(1)
         options = ServerOptions(host="127.0.0.1", port=0, hello_timeout=5, max_pending=cap)
         coord = Coordinator(job, server_context(keys), options, Status("sleepy", 1, tty=False))
         relay = Relay(server_context(keys), hello_timeout=5, max_pending=cap, log=lambda text: None)
@@ -195,8 +193,7 @@ def test_the_flood_cap_refuses_connections_before_spending_a_handshake():
 
 def test_the_default_cap_admits_a_whole_burst_of_the_jobs_workers():
     """Thousands of Lambdas may connect in the same second; none of them may be cut as a flood."""
-    job = Job("big", Sleepy, workers=5000, info={"victims": [], "sleep": 0})
+    job = scripted_job(5000)
     options = ServerOptions(host="127.0.0.1", port=0, spares=50)
     coord = Coordinator(job, server_context(make_job_keys()), options, Status("big", 5000, tty=False))
     assert coord.max_pending == 5000 + 50 + FLOOD_HEADROOM
-

@@ -14,34 +14,13 @@ import uuid
 from coordinator.job import Job
 from coordinator.jobs import scan
 from coordinator.launcher import LocalLauncher
-from coordinator.machine import CommandListState, MachineState, TerminalState
+from coordinator.machine import MachineState
 from coordinator.runner import run_job
 from coordinator.server import JobResult, ServerOptions
 from coordinator.status import Status
 from coordinator.tls import make_job_keys
 
-from ..helpers import scan_input, scan_reference
-
-
-class Done(TerminalState):
-    pass
-
-
-class FirstAttemptMisbehaves(CommandListState):
-    """Victims run ``info['bad']`` on their first attempt; everyone then runs ``info['good']``."""
-
-    nextState = Done
-    commandlist = [("OK:HELLO", "run:{cmd}"), ("OK:RETVAL(0)", "quit:")]
-
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
-        super().__init__(prevState, aNum)
-        info, i = self.info, self.actorNum
-        once = (
-            f"mkdir {info['marks']}/actor-{i} 2>/dev/null && {{ {info['bad']}; }};"
-            if i in info["victims"]
-            else ""
-        )
-        self.format_commands(cmd=f"{once} {info['good']}")
+from ..helpers import scan_input, scan_reference, scripted_job
 
 
 def run(job: Job, tmp_path, **options) -> tuple[JobResult, dict]:
@@ -54,15 +33,15 @@ def run(job: Job, tmp_path, **options) -> tuple[JobResult, dict]:
     return result, json.loads(timing.read_text())
 
 
-def misbehaving(tmp_path, workers: int, victims: list[int], bad: str, good: str = "true") -> Job:
+def misbehaving(tmp_path, workers: int, victims: tuple[int, ...], bad: str, good: str = "true") -> Job:
+    """Victims misbehave on their first attempt only."""
     marks = tmp_path / "marks"
     marks.mkdir(exist_ok=True)
-    info = {"victims": victims, "bad": bad, "good": good, "marks": str(marks)}
-    return Job("misbehaving", FirstAttemptMisbehaves, workers=workers, info=info)
+    return scripted_job(workers, good, victims, bad, str(marks))
 
 
 def test_a_worker_that_replies_fail_is_replaced(tmp_path):
-    result, log = run(misbehaving(tmp_path, 3, [1], bad="exit 3"), tmp_path, retries=1)
+    result, log = run(misbehaving(tmp_path, 3, (1,), bad="exit 3"), tmp_path, retries=1)
     assert result.ok, result.describe()
     assert result.relaunched == 1
     attempts = [(r["actor"], r["ok"]) for r in log["records"] if r["actor"] == 1]
@@ -71,12 +50,12 @@ def test_a_worker_that_replies_fail_is_replaced(tmp_path):
 
 
 def test_a_worker_that_dies_mid_command_is_replaced(tmp_path):
-    result, _ = run(misbehaving(tmp_path, 3, [0, 2], bad="kill -9 $PPID; sleep 5"), tmp_path, retries=1)
+    result, _ = run(misbehaving(tmp_path, 3, (0, 2), bad="kill -9 $PPID; sleep 5"), tmp_path, retries=1)
     assert result.ok and result.relaunched == 2, result.describe()
 
 
 def test_retries_run_out_with_a_clear_reason(tmp_path):
-    job = misbehaving(tmp_path, 2, [], bad="", good="echo broken input >&2; exit 7")
+    job = misbehaving(tmp_path, 2, (), bad="", good="echo broken input >&2; exit 7")
     job.info["victims"] = []
     result, log = run(job, tmp_path, retries=2)
     assert not result.ok and result.relaunched == 4  # two actors, two replacements each
@@ -89,7 +68,7 @@ def test_retries_run_out_with_a_clear_reason(tmp_path):
 def test_speculation_races_a_duplicate_against_a_straggler(tmp_path):
     # Actor 0's first worker takes 30 s; once half the actors are done it gets a duplicate,
     # which finishes at once; the straggler is told to quit and the job does not wait for it.
-    job = misbehaving(tmp_path, 4, [0], bad="sleep 30", good="sleep 0.2")
+    job = misbehaving(tmp_path, 4, (0,), bad="sleep 30", good="sleep 0.2")
     result, log = run(job, tmp_path, speculate=50)
     assert result.ok, result.describe()
     actor0 = [r for r in log["records"] if r["actor"] == 0]
@@ -99,11 +78,11 @@ def test_speculation_races_a_duplicate_against_a_straggler(tmp_path):
 
 
 def test_the_deadline_stops_a_job_that_cannot_finish(tmp_path):
-    job = misbehaving(tmp_path, 2, [], bad="", good="sleep 60")
+    job = misbehaving(tmp_path, 2, (), bad="", good="sleep 60")
     result, _ = run(job, tmp_path, deadline=2)
     assert not result.ok and result.succeeded == 0
     for why in result.failures.values():
-        assert why == "job --deadline 2 s passed in FirstAttemptMisbehaves"
+        assert why == "job --deadline 2 s passed in Scripted"
 
 
 # -- a relay partner lost in the middle of a chain --------------------------------------------
