@@ -145,7 +145,11 @@ def transfer_for(name: str, vals: dict[str, Any], arg: bytes, tmpdir: str) -> Tr
     bucket = vals.get("bucket")
     if not bucket:
         raise CommandError(f"{name}: 'bucket' is not set; send set:bucket:NAME first")
-    return Transfer(str(bucket), substitute(str(key), vals, tmpdir), substitute(str(path), vals, tmpdir))
+    transfer = Transfer(str(bucket), substitute(str(key), vals, tmpdir), substitute(str(path), vals, tmpdir))
+    if "\0" in transfer.path:
+        raise CommandError(f"{name}: local file name {transfer.path!r} holds a NUL byte; name a real file")
+    return transfer
+
 
 
 def s3_reason(exc: BaseException) -> str:

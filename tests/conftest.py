@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from coordinator.locals3 import FAKE_CREDENTIALS, LocalS3
 from coordinator.tls import JobKeys, make_job_keys
@@ -19,6 +20,12 @@ for _k, _v in FAKE_CREDENTIALS.items():
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CDK_DISABLE_VERSION_CHECK", "1")
 os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "1")
+
+# CI runs the same examples every time, so a failure is reproducible and never a coin toss;
+# a long randomised search is one environment variable away.
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True)
+settings.register_profile("fuzz", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,9 @@ def test_transfer_from_vars_and_inline():
     assert c.transfer_for("upload", v, b"k\x00##TMPDIR##/f", "/t") == c.Transfer("bkt", "k", "/t/f")
     with pytest.raises(CommandError, match="inline form"):
         c.transfer_for("upload", v, b"no-nul", "/t")
+    with pytest.raises(CommandError, match="holds a NUL byte"):  # found by the fuzz test
+        c.transfer_for("retrieve", v, b"k\x00f\x00g", "/t")
+
     v["bucket"] = ""
     with pytest.raises(CommandError, match="'bucket' is not set"):
         c.transfer_for("upload", v, b"k\x00f", "/t")

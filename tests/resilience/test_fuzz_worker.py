@@ -4,6 +4,9 @@ Messages go straight into a real :class:`Session` (the worker's command loop) wi
 client aimed at the moto server; only ``run:`` and ``connect:`` are left out (they start
 processes and dial out), and transfers that would touch files outside the worker's temp dir
 are not sent, so fuzzing cannot write to this machine.
+
+The suite runs a fixed set of examples (the "ci" profile in tests/conftest.py);
+``HYPOTHESIS_PROFILE=fuzz`` runs a long randomised campaign instead.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def fuzz_env(s3, keys):
     return event, probe._s3_client()  # one S3 client for every example: creating one is slow
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(msgs=messages)
 def test_every_command_gets_a_reply_and_the_worker_keeps_serving(fuzz_env, msgs):
     event, s3_client = fuzz_env
@@ -150,7 +153,6 @@ def test_every_command_gets_a_reply_and_the_worker_keeps_serving(fuzz_env, msgs)
     asyncio.run(play())
 
 
-@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=200), cuts=st.lists(st.integers(0, 200), max_size=8))
 def test_the_frame_decoder_takes_any_bytes_in_any_pieces(data, cuts):
     """Garbage ends in a ProtocolError, never another exception; pieces never change the result."""
