@@ -27,18 +27,19 @@ def machine_line() -> str:
     return f"machine: {cpu}, {os.cpu_count()} cores{mem}, {system}"
 
 
-def peak_rss_kib() -> int:
-    """This process's peak resident set (VmHWM), in KiB."""
+def _status_kib(field: str) -> int:
+    """One memory figure of this process from /proc/self/status, in KiB (0 where there is none)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set (VmHWM), in KiB."""
+    return _status_kib("VmHWM")
 
 
 def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return _status_kib("VmRSS")

@@ -9,6 +9,12 @@ from typing import Any
 from .machine import MachineState
 
 
+def numbered_key(prefix: str, n: int, suffix: str) -> str:
+    """Jobs name objects by number, zero-padded to 8 digits as mu did: keys sort in order, and a
+    re-run writes the same key again instead of adding a second object."""
+    return f"{prefix}{n:08d}{suffix}"
+
+
 @dataclass
 class Job:
     """A job: the first state of every worker's machine and the settings its states read.

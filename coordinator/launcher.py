@@ -27,9 +27,15 @@ from .tls import JobKeys
 
 
 def make_events(
-    job: Job, job_id: str, coordinator: str, keys: JobKeys, count: int, idle_timeout: float = 300
+    job: Job,
+    job_id: str,
+    coordinator: str,
+    keys: JobKeys,
+    count: int,
+    idle_timeout: float = 300,
+    first: int = 0,
 ) -> list[dict[str, Any]]:
-    """One invocation event per worker, numbered from 0; only ``worker`` differs."""
+    """One invocation event per worker, numbered from ``first``; only ``worker`` differs."""
     base = {
         "coordinator": coordinator,
         "job": job_id,
@@ -41,7 +47,7 @@ def make_events(
         "nonblock": job.nonblock,
         "idle_timeout": idle_timeout,
     }
-    return [{**base, "worker": i} for i in range(count)]
+    return [{**base, "worker": i} for i in range(first, first + count)]
 
 
 class Launcher(ABC):
@@ -207,19 +213,21 @@ class LambdaLauncher(Launcher):
         except ValueError as exc:
             raise LaunchError(f"bad Lambda endpoint: {exc}") from exc
         self.targets = [Target(f, r, endpoints[r]) for r in regions for f in functions]
+        self._endpoints = set(endpoints.values())
         self.max_inflight = max_inflight
         self.deadline = deadline
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.status = status
         self._credentials = credentials if credentials is not None else _default_credentials()
         self._signers: dict[tuple[str, Endpoint], InvokeSigner] = {}
+        self._checked: set[Target] = set()
         self._ssl = ssl_context or ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
         self.launched = 0
         self.retried = 0
         self._failed: dict[int, str] = {}
         self._queues: dict[Endpoint, asyncio.Queue[_Invocation]] = {}
         self._lanes: list[asyncio.Task[None]] = []
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds spent sending batches, added up
 
     # -- building requests ----------------------------------------------------------------
 
@@ -247,13 +255,12 @@ class LambdaLauncher(Launcher):
         agree, so a botocore change can never make us send thousands of bad signatures.
         """
         invs = []
-        checked: set[Target] = set()
         for i, event in enumerate(events):
             target = self.targets[i % len(self.targets)]
             inv = _Invocation(int(event["worker"]), json.dumps(event).encode(), target)
-            if target not in checked:
+            if target not in self._checked:  # once per launcher: replacements reuse the check
                 self._signer(target).check(self._path(target), inv.body)
-                checked.add(target)
+                self._checked.add(target)
             inv.raw = self._sign(inv)
             invs.append(inv)
         return invs
@@ -277,7 +284,7 @@ class LambdaLauncher(Launcher):
             inv.batch = batch
             self._queue(inv.target.endpoint).put_nowait(inv)
         await batch.done.wait()
-        self.elapsed = time.monotonic() - t0
+        self.elapsed += time.monotonic() - t0
         if self.status is not None:
             self.status.event(self.report())
 
@@ -286,9 +293,8 @@ class LambdaLauncher(Launcher):
         if endpoint not in self._queues:
             queue: asyncio.Queue[_Invocation] = asyncio.Queue()
             self._queues[endpoint] = queue
-            endpoints = {t.endpoint for t in self.targets}
             loop = asyncio.get_running_loop()
-            for _ in range(max(1, self.max_inflight // len(endpoints))):
+            for _ in range(max(1, self.max_inflight // len(self._endpoints))):
                 self._lanes.append(loop.create_task(self._lane(endpoint, queue)))
         return self._queues[endpoint]
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
+from .gate import READ_SIZE, Gate
+
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024
 
@@ -156,9 +158,8 @@ class RelayCore:
 class Relay:
     """Listens with mutual TLS and moves frames between paired peers.
 
-    A connection must finish TLS and say HELLO_STATE within ``hello_timeout``, and at most
-    ``max_pending`` may be at that stage at once, so junk, half-open and flooding connections
-    cost bounded memory and go away on their own.
+    New connections pass a :class:`Gate`: TLS and HELLO_STATE within ``hello_timeout``, at
+    most ``max_pending`` at that stage at once.
     """
 
     def __init__(
@@ -173,18 +174,18 @@ class Relay:
     ) -> None:
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.core = RelayCore(hold_seconds, max_held_bytes, self.log)
-        self.ssl_context = ssl_context
+        self.gate = Gate(ssl_context, hello_timeout, max_pending, self.log, label="relay: ")
         self.max_frame = max_frame
-        self.hello_timeout = hello_timeout
-        self.max_pending = max_pending
-        self.rejected = 0
-        self._pending = 0
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._next = 0
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    @property
+    def rejected(self) -> int:
+        return self.gate.rejected
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         try:
@@ -207,11 +208,7 @@ class Relay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._pending >= self.max_pending:
-            self.rejected += 1  # a flood: refuse before spending a TLS handshake on it
-            if self.rejected % 100 == 1:
-                self.log(f"relay: over {self.max_pending} connections pending; refusing new ones")
-            writer.transport.abort()
+        if self.gate.refuse_flood(writer):
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
@@ -225,43 +222,29 @@ class Relay:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = self._next
         self._next += 1
+        host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
         decoder = Decoder(self.max_frame)
-        self._pending += 1
-        pending = True
         try:
-            async with asyncio.timeout(self.hello_timeout):
-                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.hello_timeout)
-                messages: list[bytes] = []
-                while not messages:
-                    data = await reader.read(256 * 1024)
-                    if not data:
-                        raise ConnectionError("closed before saying HELLO_STATE")
-                    messages = decoder.feed(data)
+            messages = await self.gate.first_messages(reader, writer, decoder, f"{host}:{port}")
+            if messages is None:
+                return
             self._writers[conn] = writer
-            self._deliver(self.core.hello(conn, messages[0]))
-            self._pending -= 1
-            pending = False
+            try:
+                self._deliver(self.core.hello(conn, messages[0]))
+            except RelayError as exc:
+                self.gate.reject(f"{host}:{port}", str(exc))
+                return
             for msg in messages[1:]:
                 self._deliver(self.core.message(conn, msg))
-            while data := await reader.read(256 * 1024):
+            while data := await reader.read(READ_SIZE):
                 for msg in decoder.feed(data):
                     self._deliver(self.core.message(conn, msg))
                 await writer.drain()
         except (RelayError, ProtocolError) as exc:
-            self.rejected += pending
             self.log(f"relay: closing connection {conn}: {exc}")
-        except TimeoutError:
-            self.rejected += pending
-            self.log(
-                f"relay: closing connection {conn}: no TLS and HELLO_STATE within {self.hello_timeout:g} s"
-            )
-
         except (ssl.SSLError, ConnectionError, OSError) as exc:
-            self.rejected += pending
             self.log(f"relay: connection {conn} ended: {exc or type(exc).__name__}")
         finally:
-            if pending:
-                self._pending -= 1
             self.core.disconnect(conn)
             self._writers.pop(conn, None)
             writer.close()

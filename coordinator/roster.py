@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import takewhile
 
 OK = "ok"
 
@@ -46,6 +47,7 @@ class Roster:
     retries_used: dict[int, int] = field(default_factory=dict)
     live: dict[int, int] = field(default_factory=dict)  # actor -> workers playing it now
     speculated: set[int] = field(default_factory=set)
+    unfilled: set[int] = field(default_factory=set)  # actors whose last attempt never connected
     relaunched: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +84,8 @@ class Roster:
         if self.vacant:
             actor = heapq.heappop(self.vacant)
             self.vacant_since.pop(actor, None)
+            self.unfilled.discard(actor)
+
             self.live[actor] = self.live.get(actor, 0) + 1
             return actor, False
         while self.duplicates_wanted:
@@ -106,21 +110,29 @@ class Roster:
 
     def tick(self, can_still_arrive: bool) -> list[Action]:
         """Time passed: vacancies nobody will fill count as failed attempts."""
-        now = self.clock()
+        if can_still_arrive:
+            # vacant_since is in the order vacancies opened, so the expired ones come first.
+            cutoff = self.clock() - self.connect_timeout
+            expired = list(takewhile(lambda actor: self.vacant_since[actor] <= cutoff, self.vacant_since))
+            why = f"no worker connected within --connect-timeout {self.connect_timeout:g} s"
+        else:
+            expired, why = list(self.vacant_since), "its worker ended without connecting"
+        if not expired:
+            return []
+        gone = set(expired)
+        self.vacant = [actor for actor in self.vacant if actor not in gone]
+        heapq.heapify(self.vacant)
         actions: list[Action] = []
-        for actor in sorted(self.vacant_since):
-            waited = now - self.vacant_since[actor]
-            if not can_still_arrive:
-                why = "its worker ended without connecting"
-            elif waited >= self.connect_timeout:
-                why = f"no worker connected within --connect-timeout {self.connect_timeout:g} s"
-            else:
-                continue
-            self.vacant.remove(actor)
-            heapq.heapify(self.vacant)
+        for actor in sorted(expired):
             del self.vacant_since[actor]
+            self.unfilled.add(actor)
             actions += self._failed(actor, why)
         return actions
+
+    def restart_clocks(self) -> None:
+        """Vacancies start waiting now (the port has just opened)."""
+        now = self.clock()
+        self.vacant_since = dict.fromkeys(self.vacant_since, now)
 
     def give_up(self, why: Callable[[int], str]) -> None:
         """The job's --deadline passed: every undecided actor fails with ``why(actor)``."""

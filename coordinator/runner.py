@@ -45,19 +45,17 @@ async def run_job(
             hello_timeout=options.hello_timeout,
             max_pending=max(4096, job.workers + options.spares + FLOOD_HEADROOM),
         )
-
         relay_port = await relay.start(options.host, options.relay_port)
         job.info.update(relay=f"{host}:{relay_port}", chain=job_id)
         status.event(f"relay listening on {options.host}:{relay_port}")
-    address: list[str] = []
+    address = ""  # the host:port workers dial, known once the port is open
     extra_launches: set[asyncio.Task[None]] = set()
     next_worker = job.workers + options.spares
 
     def relaunch(actor: int) -> None:
         """One more worker (a replacement or a duplicate); it takes the actor when it connects."""
         nonlocal next_worker
-        event = make_events(job, job_id, address[0], keys, 1, idle_timeout)[0]
-        event["worker"] = next_worker
+        event = make_events(job, job_id, address, keys, 1, idle_timeout, first=next_worker)[0]
         next_worker += 1
         task = asyncio.get_running_loop().create_task(launcher.launch([event]))
         extra_launches.add(task)
@@ -66,8 +64,8 @@ async def run_job(
     coordinator = Coordinator(job, ctx, options, status, relaunch)
     try:
         port = await coordinator.start()
-        address.append(f"{host}:{port}")
-        events = make_events(job, job_id, address[0], keys, job.workers + options.spares, idle_timeout)
+        address = f"{host}:{port}"
+        events = make_events(job, job_id, address, keys, job.workers + options.spares, idle_timeout)
         spares = f" and {options.spares} spares" if options.spares else ""
         status.event(f"listening on {options.host}:{port}; launching {job.workers} workers{spares}")
         await launcher.launch(events)

@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
+from .gate import READ_SIZE, Gate
 from .job import Job
 from .machine import Machine
 from .roster import Action, Relaunch, Roster, StopOthers
 from .status import Status
 
-READ_SIZE = 256 * 1024
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 FLOOD_HEADROOM = 1024
 
@@ -52,9 +52,9 @@ class WorkerRecord:
     actor: int
     peer: str
     machine: Machine
+    writer: asyncio.StreamWriter
     connected: float
     duplicate: bool = False
-    writer: asyncio.StreamWriter | None = None
     ended: float | None = None
     error: str | None = None
     superseded: bool = False  # another worker finished this actor first
@@ -128,22 +128,25 @@ class Coordinator:
         relaunch: Callable[[int], None] | None = None,
     ) -> None:
         self.job = job
-        self.ssl_context = ssl_context
         self.opts = options
         self.status = status
         self.relaunch = relaunch
         self.roster = Roster(job.workers, options.retries, options.speculate, options.connect_timeout)
         self.records: list[WorkerRecord] = []
         self.playing: dict[int, set[WorkerRecord]] = {}
-        self.rejected = 0
-        self.max_pending = options.max_pending or job.workers + options.spares + FLOOD_HEADROOM
-        self._pending = 0
+        self.gate = Gate(
+            ssl_context,
+            options.hello_timeout,
+            options.max_pending or job.workers + options.spares + FLOOD_HEADROOM,
+            status.event,
+        )
         self._live = 0  # connections past OK:HELLO
         self._spares_seen = 0
         self._unfillable_since: float | None = None
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.t0 = time.monotonic()
         self.port = options.port
 
@@ -161,7 +164,7 @@ class Coordinator:
             raise OSError(f"cannot listen on {where}: {exc.strerror}; pick another port with --port") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self.t0 = time.monotonic()
-        self.roster.vacant_since.update(dict.fromkeys(self.roster.vacant_since, self.roster.clock()))
+        self.roster.restart_clocks()
         return self.port
 
     async def wait(self, launcher: LaunchWatch | None = None) -> JobResult:
@@ -195,6 +198,10 @@ class Coordinator:
         return f"job --deadline {self.opts.deadline:g} s passed {where}"
 
     async def close(self) -> None:
+        """Stop serving, then write the status and timing log once (wait() and the runner both call this)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -211,7 +218,7 @@ class Coordinator:
         launch_trouble = next(iter(launcher.failures().values()), None) if launcher is not None else None
         failures = {}
         for actor, why in self.roster.failures().items():
-            if launch_trouble and ("connect" in why):
+            if launch_trouble and actor in self.roster.unfilled:
                 why = f"{why}; the launcher reported: {launch_trouble}"
             failures[f"actor {actor}" + (f" ({label(actor)})" if label(actor) else "")] = why
         succeeded = self.roster.succeeded
@@ -240,7 +247,7 @@ class Coordinator:
         for action in actions:
             if isinstance(action, StopOthers):
                 for record in list(self.playing.get(action.actor, set())):
-                    if record.ended is None and record.writer is not None:
+                    if record.ended is None:
                         record.superseded = True
                         record.writer.write(encode(b"quit:"))
                         record.writer.close()
@@ -254,13 +261,12 @@ class Coordinator:
 
     # -- one connection ---------------------------------------------------------------------
 
-    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._pending >= self.max_pending:
-            self.rejected += 1  # a flood: refuse before spending a TLS handshake on it
-            if self.rejected % 100 == 1:
-                self.status.event(f"over {self.max_pending} connections pending; refusing new ones")
+    @property
+    def rejected(self) -> int:
+        return self.gate.rejected
 
-            writer.transport.abort()
+    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.gate.refuse_flood(writer):
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
@@ -270,11 +276,10 @@ class Coordinator:
         host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
         peer = f"{host}:{port}"
         decoder = Decoder(self.opts.max_frame)
-        self._pending += 1
-        try:
-            first = await self._handshake_and_hello(reader, writer, decoder, peer)
-        finally:
-            self._pending -= 1
+        first = await self.gate.first_messages(reader, writer, decoder, peer)
+        if first is not None and first[0] != b"OK:HELLO":
+            self.gate.reject(peer, f"first message {first[0][:40]!r} is not OK:HELLO")
+            first = None
         if first is None:
             await self._close(writer)
             return
@@ -287,8 +292,7 @@ class Coordinator:
                 self.status.event(f"spare worker from {peer} told to quit")
                 self._maybe_stop_listening()
                 return
-            record = self._admit(peer, *seat)
-            record.writer = writer
+            record = self._admit(peer, writer, *seat)
             await self._drive(record, reader, writer, decoder, first)
         finally:
             self._live -= 1
@@ -301,47 +305,6 @@ class Coordinator:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), timeout=2)
 
-    async def _handshake_and_hello(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: Decoder, peer: str
-    ) -> list[bytes] | None:
-        """A worker earns an actor only by a valid TLS client certificate and ``OK:HELLO`` in time.
-
-        TLS is started here rather than by the listener so that a failed handshake is seen,
-        counted and logged instead of vanishing inside asyncio.
-        """
-        budget = self.opts.hello_timeout
-        when = asyncio.get_running_loop().time() + budget  # one budget for both steps
-        try:
-            async with asyncio.timeout_at(when):
-                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=budget)
-        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
-            self.rejected += 1
-            why = str(exc) or (f"not done within {budget:g} s" if isinstance(exc, TimeoutError) else "")
-            self.status.event(
-                f"rejected connection from {peer}: TLS handshake failed: {why or type(exc).__name__}"
-            )
-            return None
-        try:
-            messages: list[bytes] = []
-            async with asyncio.timeout_at(when):
-                while not messages:
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        raise ConnectionError("closed before saying OK:HELLO")
-                    messages = decoder.feed(data)
-        except (TimeoutError, ConnectionError, ProtocolError, ssl.SSLError, OSError) as exc:
-            self.rejected += 1
-            why = str(exc) or f"no OK:HELLO within {budget:g} s of connecting"
-            self.status.event(f"rejected connection from {peer}: {why}")
-            return None
-        if messages[0] != b"OK:HELLO":
-            self.rejected += 1
-            self.status.event(
-                f"rejected connection from {peer}: first message {messages[0][:40]!r} is not OK:HELLO"
-            )
-            return None
-        return messages
-
     def _maybe_stop_listening(self) -> None:
         """Close the port once no worker can be needed: every actor taken, spares sent home."""
         if (
@@ -351,10 +314,10 @@ class Coordinator:
         ):
             self._server.close()
 
-    def _admit(self, peer: str, actor: int, duplicate: bool) -> WorkerRecord:
+    def _admit(self, peer: str, writer: asyncio.StreamWriter, actor: int, duplicate: bool) -> WorkerRecord:
         self._maybe_stop_listening()
         machine = Machine(self.job.initial, actor, info=dict(self.job.info))
-        record = WorkerRecord(actor, peer, machine, time.monotonic(), duplicate)
+        record = WorkerRecord(actor, peer, machine, writer, time.monotonic(), duplicate)
         self.records.append(record)
         self.playing.setdefault(actor, set()).add(record)
         self.status.connected += 1

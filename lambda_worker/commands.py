@@ -151,7 +151,6 @@ def transfer_for(name: str, vals: dict[str, Any], arg: bytes, tmpdir: str) -> Tr
     return transfer
 
 
-
 def s3_reason(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):

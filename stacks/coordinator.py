@@ -15,6 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from .nag import acknowledge
+from .storage import grant_job_data
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "coordinator"
@@ -73,14 +74,7 @@ class Coordinator(Construct):
                 actions=["lambda:InvokeFunction"], resources=[f.function_arn for f in functions]
             )
         )
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
-        )
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject"], resources=[bucket.arn_for_objects("*")]
-            )
-        )
+        grant_job_data(bucket, self.task_role, ["s3:GetObject", "s3:PutObject"])
         # AWS requires "*" here: ec2:DescribeNetworkInterfaces supports no resource-level
         # permissions. The coordinator uses it to learn its task's public IP.
         self.task_role.add_to_policy(

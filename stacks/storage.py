@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from .nag import acknowledge
 
 SCRATCH_PREFIX = "scratch/"
+
+
+def grant_job_data(bucket: s3.IBucket, role: iam.IRole, object_actions: list[str]) -> None:
+    """List the bucket and use its objects, naming each action (``grant_read_write`` adds wildcards)."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=object_actions, resources=[bucket.arn_for_objects("*")])
+    )
 
 
 class Storage(Construct):

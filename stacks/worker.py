@@ -11,6 +11,7 @@ from constructs import Construct
 
 from .bundling import HANDLER_PACKAGE, bundling_options
 from .nag import acknowledge
+from .storage import grant_job_data
 
 HANDLER = "lambda_worker.handler.lambda_handler"
 
@@ -45,13 +46,7 @@ class Worker(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
-        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects("*")],
-            )
-        )
+        grant_job_data(bucket, self.role, ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"])
         code = lambda_.Code.from_asset(
             str(HANDLER_PACKAGE), asset_hash_type=AssetHashType.OUTPUT, bundling=bundling_options()
         )

@@ -178,16 +178,13 @@ def test_info_watcher_wakes_on_info():
 
 
 def test_superposition_runs_branches_side_by_side():
-    class Done(TerminalState):
-        pass
-
     class RunBranch(CommandListState):
-        nextState = Done
+        nextState = Final
         commandlist = [(None, "run:encode"), ("OK:RETVAL(0)", None)]
 
     class FileBranch(InfoWatcherState):
         watchKey = "file"
-        nextState = Done
+        nextState = Final
 
     class Both(SuperpositionState):
         state_constructors = [RunBranch, FileBranch]
@@ -203,12 +200,9 @@ def test_superposition_runs_branches_side_by_side():
 
 
 def test_superposition_branch_failure_fails_the_machine():
-    class Done(TerminalState):
-        pass
-
     class Strict(OnePassState):
         expect = "OK:ECHO(a)"
-        nextState = Done
+        nextState = Final
 
     class Both(SuperpositionState):
         state_constructors = [Strict, Strict]

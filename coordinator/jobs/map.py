@@ -14,7 +14,7 @@ import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..job import Job
+from ..job import Job, numbered_key
 from ..machine import CommandListState, MachineState, TerminalState
 
 MAX_OBJECTS = 1_000_000
@@ -25,10 +25,6 @@ def parse_s3_url(url: str, what: str) -> tuple[str, str]:
     if parts.scheme != "s3" or not parts.netloc:
         raise ValueError(f"{what} must look like s3://BUCKET/PREFIX/, got {url!r}")
     return parts.netloc, parts.path.lstrip("/")
-
-
-def output_key(prefix: str, chunk: int, suffix: str) -> str:
-    return f"{prefix}{chunk:08d}{suffix}"
 
 
 def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -69,7 +65,7 @@ class MapChunkState(CommandListState):
             *(f"retrieve:{k}\0##TMPDIR##/in/{name}" for k, name in zip(keys, names, strict=True)),
             "run:",
             ("OK:RETVAL(0)", f"set:bucket:{info['out_bucket']}"),
-            f"upload:{output_key(info['out_prefix'], i, info['suffix'])}\0{outfile}",
+            f"upload:{numbered_key(info['out_prefix'], i, info['suffix'])}\0{outfile}",
             ("OK:UPLOAD(", "quit:"),
         ]
         super().__init__(prevState, aNum)

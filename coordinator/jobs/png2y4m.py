@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..job import Job
+from ..job import Job, numbered_key
 from ..machine import CommandListState, ForLoopState, MachineState, TerminalState
 
 COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"
@@ -21,11 +21,11 @@ def chunk_frames(chunk: int, frames: int) -> range:
 
 
 def input_key(video: str, in_format: str, frame: int) -> str:
-    return f"{video}-{in_format}/{frame:08d}.png"
+    return numbered_key(f"{video}-{in_format}/", frame, ".png")
 
 
 def output_key(video: str, frames: int, chunk: int) -> str:
-    return f"{video}-y4m_{frames:02d}/{chunk:08d}.y4m"
+    return numbered_key(f"{video}-y4m_{frames:02d}/", chunk, ".y4m")
 
 
 class FinalState(TerminalState):

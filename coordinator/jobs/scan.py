@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..job import Job
+from ..job import Job, numbered_key
 from ..machine import CommandListState, IfElseState, InfoWatcherState, MachineState, TerminalState
 
 
 def chunk_key(prefix: str, i: int) -> str:
-    return f"{prefix}{i:08d}.bin"
+    return numbered_key(prefix, i, ".bin")
 
 
 def report_key(prefix: str, i: int) -> str:
-    return f"{prefix}{i:08d}.txt"
+    return numbered_key(prefix, i, ".txt")
 
 
 class ScanFinal(TerminalState):

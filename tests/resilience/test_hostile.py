@@ -196,4 +196,4 @@ def test_the_default_cap_admits_a_whole_burst_of_the_jobs_workers():
     job = scripted_job(5000)
     options = ServerOptions(host="127.0.0.1", port=0, spares=50)
     coord = Coordinator(job, server_context(make_job_keys()), options, Status("big", 5000, tty=False))
-    assert coord.max_pending == 5000 + 50 + FLOOD_HEADROOM
+    assert coord.gate.max_pending == 5000 + 50 + FLOOD_HEADROOM
