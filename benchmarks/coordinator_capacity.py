@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machineinfo import machine_line, peak_rss_kib, rss_kib
 
-from coordinator import tls
-from coordinator.job import Job
-from coordinator.machine import CommandListState, TerminalState
-from coordinator.server import Coordinator, ServerOptions
-from coordinator.status import Status
+from coordinator.core import tls
+from coordinator.core.job import Job
+from coordinator.core.machine import CommandListState, TerminalState
+from coordinator.core.server import Coordinator, ServerOptions
+from coordinator.core.status import Status
 from lambda_worker import commands
 from lambda_worker.tlsconf import SERVER_NAME
 from lambda_worker.wire import Decoder, encode

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machineinfo import machine_line
 
-from coordinator.launcher import LambdaLauncher
-from coordinator.locals3 import free_port
-from coordinator.tls import make_job_keys
+from coordinator.core.tls import make_job_keys
+from coordinator.launch.aws_lambda import LambdaLauncher
+from coordinator.local.locals3 import free_port
 
 NGINX_CONF = """
 daemon off;

@@ -11,16 +11,18 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from . import tls
-from .discover import DiscoveryError, task_public_address
-from .job import Job
-from .jobs import job_modules
-from .jobs import map as map_job
-from .launcher import LambdaLauncher, Launcher, LaunchError, LocalLauncher
-from .relay import Relay
-from .runner import new_job_id, run_job
-from .server import ServerOptions
-from .status import Status
+from coordinator.aws.discover import DiscoveryError, task_public_address
+from coordinator.core import tls
+from coordinator.core.job import Job
+from coordinator.core.relay import Relay
+from coordinator.core.runner import new_job_id, run_job
+from coordinator.core.server import ServerOptions
+from coordinator.core.status import Status
+from coordinator.jobs import job_modules
+from coordinator.jobs import map as map_job
+from coordinator.launch import Launcher, LaunchError
+from coordinator.launch.aws_lambda import LambdaLauncher
+from coordinator.launch.local import LocalLauncher
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -242,11 +244,11 @@ def cmd_genkeys(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
-        from .demo import main as demo_main
+        from coordinator.local.demo import main as demo_main
 
         return demo_main(argv[1:])
     if argv[:1] == ["submit"]:
-        from .submit import main as submit_main
+        from coordinator.aws.submit import main as submit_main
 
         return submit_main(argv[1:], validate_run)
     parser = build_parser()

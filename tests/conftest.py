@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from coordinator.locals3 import FAKE_CREDENTIALS, LocalS3
-from coordinator.tls import JobKeys, make_job_keys
+from coordinator.core.tls import JobKeys, make_job_keys
+from coordinator.local.locals3 import FAKE_CREDENTIALS, LocalS3
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG2Y4M = ROOT / "binaries" / "bin" / "png2y4m"

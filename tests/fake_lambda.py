@@ -20,7 +20,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from coordinator.tls import JobKeys, server_context
+from coordinator.core.tls import JobKeys, server_context
 
 CREDS = Credentials("AKIDTESTLAUNCHER", "secret-for-tests", "session-token")
 AUTH_RE = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/lambda/aws4_request, "

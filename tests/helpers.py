@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.job import Job
-from coordinator.machine import CommandListState, MachineState, TerminalState
-from coordinator.tls import JobKeys, server_context
+from coordinator.core.job import Job
+from coordinator.core.machine import CommandListState, MachineState, TerminalState
+from coordinator.core.tls import JobKeys, server_context
 from lambda_worker.wire import Decoder, encode
 
 

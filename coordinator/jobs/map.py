@@ -14,8 +14,8 @@ import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..job import Job, numbered_key
-from ..machine import CommandListState, MachineState, TerminalState
+from coordinator.core.job import Job, numbered_key
+from coordinator.core.machine import CommandListState, MachineState, TerminalState
 
 MAX_OBJECTS = 1_000_000
 

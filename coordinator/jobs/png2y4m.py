@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..job import Job, numbered_key
-from ..machine import CommandListState, ForLoopState, MachineState, TerminalState
+from coordinator.core.job import Job, numbered_key
+from coordinator.core.machine import CommandListState, ForLoopState, MachineState, TerminalState
 
 COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"
 

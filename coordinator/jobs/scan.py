@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..job import Job, numbered_key
-from ..machine import CommandListState, IfElseState, InfoWatcherState, MachineState, TerminalState
+from coordinator.core.job import Job, numbered_key
+from coordinator.core.machine import (
+    CommandListState,
+    IfElseState,
+    InfoWatcherState,
+    MachineState,
+    TerminalState,
+)
 
 
 def chunk_key(prefix: str, i: int) -> str:

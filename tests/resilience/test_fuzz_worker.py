@@ -27,8 +27,7 @@ from lambda_worker import commands as cmds
 from lambda_worker.event import parse_event
 from lambda_worker.session import Session
 from lambda_worker.wire import Decoder, ProtocolError, encode
-
-from ..helpers import event_for
+from tests.helpers import event_for
 
 BUCKET = "fuzz-bucket"
 VARS = ["bucket", "inkey", "outkey", "targfile", "fromfile", "cmdinfile", "cmdoutfile", "nonblock",

@@ -17,16 +17,16 @@ import signal
 import ssl
 from collections.abc import Awaitable, Callable
 
-from coordinator import tls
+from coordinator.core import tls
+from coordinator.core.relay import Relay
+from coordinator.core.server import FLOOD_HEADROOM, Coordinator, ServerOptions
+from coordinator.core.status import Status
+from coordinator.core.tls import SERVER_NAME, make_job_keys, server_context, worker_context
 from coordinator.jobs import scan
-from coordinator.locals3 import free_port
-from coordinator.relay import Relay
-from coordinator.server import FLOOD_HEADROOM, Coordinator, ServerOptions
-from coordinator.status import Status
-from coordinator.tls import SERVER_NAME, make_job_keys, server_context, worker_context
+from coordinator.local.locals3 import free_port
 from lambda_worker.wire import encode
+from tests.helpers import scan_input, scan_reference, scripted_job
 
-from ..helpers import scan_input, scan_reference, scripted_job
 from .chaos import MuRun, rss_kib, signal_quietly, worker_with_local_port
 
 HELLO_TIMEOUT = 2.0

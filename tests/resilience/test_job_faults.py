@@ -11,16 +11,15 @@ import asyncio
 import json
 import uuid
 
-from coordinator.job import Job
+from coordinator.core.job import Job
+from coordinator.core.machine import MachineState
+from coordinator.core.runner import run_job
+from coordinator.core.server import JobResult, ServerOptions
+from coordinator.core.status import Status
+from coordinator.core.tls import make_job_keys
 from coordinator.jobs import scan
-from coordinator.launcher import LocalLauncher
-from coordinator.machine import MachineState
-from coordinator.runner import run_job
-from coordinator.server import JobResult, ServerOptions
-from coordinator.status import Status
-from coordinator.tls import make_job_keys
-
-from ..helpers import scan_input, scan_reference, scripted_job
+from coordinator.launch.local import LocalLauncher
+from tests.helpers import scan_input, scan_reference, scripted_job
 
 
 def run(job: Job, tmp_path, **options) -> tuple[JobResult, dict]:

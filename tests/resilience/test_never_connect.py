@@ -14,10 +14,9 @@ import uuid
 
 import pytest
 
-from coordinator.demo import encode_png, frame_rgb, to_uint16
-from coordinator.tls import make_job_keys
-
-from ..fake_lambda import CREDS, FakeLambda
+from coordinator.core.tls import make_job_keys
+from coordinator.local.demo import encode_png, frame_rgb, to_uint16
+from tests.fake_lambda import CREDS, FakeLambda
 
 
 @pytest.fixture(scope="module")

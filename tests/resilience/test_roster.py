@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.roster import OK, Relaunch, Roster, StopOthers
+from coordinator.core.roster import OK, Relaunch, Roster, StopOthers
 
 
 class Clock:

@@ -11,9 +11,9 @@ import signal
 import time
 import uuid
 
-from coordinator.demo import encode_png, frame_rgb, to_uint16
 from coordinator.jobs import png2y4m as job
-from coordinator.locals3 import free_port
+from coordinator.local.demo import encode_png, frame_rgb, to_uint16
+from coordinator.local.locals3 import free_port
 
 from .chaos import MuRun, connected_workers, signal_quietly, worker_pids
 

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from coordinator.core.gate import READ_SIZE, Gate
+from coordinator.core.job import Job
+from coordinator.core.machine import Machine
+from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
+from coordinator.core.status import Status
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
-
-from .gate import READ_SIZE, Gate
-from .job import Job
-from .machine import Machine
-from .roster import Action, Relaunch, Roster, StopOthers
-from .status import Status
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 FLOOD_HEADROOM = 1024

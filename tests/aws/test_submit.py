@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from coordinator.discover import DiscoveryError, task_public_address
-from coordinator.submit import follow, stack_outputs
+from coordinator.aws.discover import DiscoveryError, task_public_address
+from coordinator.aws.submit import follow, stack_outputs
 
 
 @pytest.fixture(scope="module")

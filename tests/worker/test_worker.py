@@ -9,11 +9,10 @@ import uuid
 
 import pytest
 
-from coordinator.tls import make_job_keys, server_context
+from coordinator.core.tls import make_job_keys, server_context
 from lambda_worker.handler import lambda_handler
 from lambda_worker.wire import encode
-
-from .helpers import TestCoordinator, event_for, finish, start_worker
+from tests.helpers import TestCoordinator, event_for, finish, start_worker
 
 
 @pytest.fixture

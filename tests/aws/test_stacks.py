@@ -16,8 +16,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from stacks.bundling import BundlingError, check_binaries, is_static
 from stacks.mu_stack import OUTPUT_KEYS, MuStack
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 # AWS offers no resource-level permissions for these actions; "*" is the only valid resource.
 STAR_RESOURCE_ALLOWED = {"ec2:DescribeNetworkInterfaces", "ecr:GetAuthorizationToken"}

@@ -6,12 +6,12 @@ import asyncio
 import secrets
 import ssl
 
-from .job import Job
-from .launcher import Launcher, make_events
-from .relay import Relay
-from .server import FLOOD_HEADROOM, Coordinator, JobResult, ServerOptions
-from .status import Status
-from .tls import JobKeys, server_context
+from coordinator.core.job import Job
+from coordinator.core.relay import Relay
+from coordinator.core.server import FLOOD_HEADROOM, Coordinator, JobResult, ServerOptions
+from coordinator.core.status import Status
+from coordinator.core.tls import JobKeys, server_context
+from coordinator.launch import Launcher, make_events
 
 
 def new_job_id(name: str) -> str:

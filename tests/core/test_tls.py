@@ -4,8 +4,8 @@ import stat
 import pytest
 from cryptography import x509
 
-from coordinator import tls
 from coordinator.cli import main
+from coordinator.core import tls
 
 
 def test_job_keys_are_p256_and_name_the_coordinator(keys):

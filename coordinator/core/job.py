@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .machine import MachineState
+from coordinator.core.machine import MachineState
 
 
 def numbered_key(prefix: str, n: int, suffix: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.machine import (
+from coordinator.core.machine import (
     CommandListState,
     ErrorState,
     ForLoopState,

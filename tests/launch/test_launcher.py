@@ -15,10 +15,10 @@ from collections import Counter
 
 import pytest
 
-from coordinator.launcher import LambdaLauncher, LaunchError
-from coordinator.tls import make_job_keys
-
-from .fake_lambda import CREDS, FakeLambda
+from coordinator.core.tls import make_job_keys
+from coordinator.launch import LaunchError
+from coordinator.launch.aws_lambda import LambdaLauncher
+from tests.fake_lambda import CREDS, FakeLambda
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_mu_run_aws_end_to_end_with_spares(endpoint_keys, s3, tmp_path):
             }  # fmt: skip
             bucket = "aws-e2e-bucket"
             s3.client().create_bucket(Bucket=bucket)
-            from coordinator.demo import encode_png, frame_rgb, to_uint16
+            from coordinator.local.demo import encode_png, frame_rgb, to_uint16
 
             for frame in (1, 2, 3, 4):
                 s3.client().put_object(Bucket=bucket, Key=f"v-png16/{frame:08d}.png",

@@ -25,9 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from coordinator.core.gate import READ_SIZE, Gate
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
-
-from .gate import READ_SIZE, Gate
 
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024

@@ -12,17 +12,16 @@ import uuid
 
 import pytest
 
-from coordinator.demo import encode_png, frame_rgb, to_uint16, verify_chunk
-from coordinator.job import Job
+from coordinator.core.job import Job
+from coordinator.core.runner import run_job
+from coordinator.core.server import ServerOptions
+from coordinator.core.status import Status
+from coordinator.core.tls import SERVER_NAME, make_job_keys, worker_context
 from coordinator.jobs import png2y4m
-from coordinator.launcher import LocalLauncher
-from coordinator.runner import run_job
-from coordinator.server import ServerOptions
-from coordinator.status import Status
-from coordinator.tls import SERVER_NAME, make_job_keys, worker_context
+from coordinator.launch.local import LocalLauncher
+from coordinator.local.demo import encode_png, frame_rgb, to_uint16, verify_chunk
 from lambda_worker.wire import encode
-
-from .helpers import scripted_job
+from tests.helpers import scripted_job
 
 
 def test_png2y4m_through_the_cli(s3, tmp_path):
@@ -87,9 +86,9 @@ def test_workers_that_never_connect_end_the_job(tmp_path):
     launcher = LocalLauncher(tmp_path / "logs", concurrency=2)
 
     async def scenario():
-        from coordinator.launcher import make_events
-        from coordinator.server import Coordinator
-        from coordinator.tls import server_context
+        from coordinator.core.server import Coordinator
+        from coordinator.core.tls import server_context
+        from coordinator.launch import make_events
 
         coord = Coordinator(job, server_context(keys), opts, Status("x", 2, tty=False))
         port = await coord.start()
@@ -137,7 +136,7 @@ def test_hostile_connections_are_rejected_while_a_job_completes(tmp_path, monkey
     port_holder = {}
 
     # Learn the port the server picked, so the hostile clients can aim at it.
-    from coordinator import server as server_mod
+    from coordinator.core import server as server_mod
 
     start = server_mod.Coordinator.start
 

@@ -3,8 +3,8 @@ from urllib.parse import quote
 import pytest
 from botocore.credentials import Credentials
 
-from coordinator import sigv4
-from coordinator.sigv4 import InvokeSigner, SigningError
+from coordinator.launch import sigv4
+from coordinator.launch.sigv4 import InvokeSigner, SigningError
 
 
 @pytest.mark.parametrize("token", [None, "session-token"])

@@ -9,11 +9,10 @@ import uuid
 
 import pytest
 
-from coordinator.relay import Relay, RelayCore, RelayError
-from coordinator.tls import SERVER_NAME, make_job_keys, server_context, worker_context
+from coordinator.core.relay import Relay, RelayCore, RelayError
+from coordinator.core.tls import SERVER_NAME, make_job_keys, server_context, worker_context
 from lambda_worker.wire import Decoder, encode
-
-from .helpers import scan_input, scan_reference
+from tests.helpers import scan_input, scan_reference
 
 
 class Clock:
@@ -181,8 +180,8 @@ def test_scan_chain_matches_a_serial_computation(s3, tmp_path, png2y4m):
 
 
 def test_map_runs_a_command_over_objects(s3, tmp_path, png2y4m):
-    from coordinator.demo import encode_png, frame_rgb, to_uint16
-    from coordinator.y4m import parse_y4m
+    from coordinator.local.demo import encode_png, frame_rgb, to_uint16
+    from coordinator.local.y4m import parse_y4m
 
     bucket, out_bucket = f"map-{uuid.uuid4().hex[:10]}", f"mapout-{uuid.uuid4().hex[:8]}"
     client = s3.client()

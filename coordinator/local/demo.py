@@ -17,14 +17,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .jobs import png2y4m
-from .launcher import LocalLauncher
-from .locals3 import FAKE_CREDENTIALS, LocalS3
-from .runner import run_job
-from .server import ServerOptions
-from .status import Status
-from .tls import make_job_keys
-from .y4m import bt601_420, parse_y4m, psnr
+from coordinator.core.runner import run_job
+from coordinator.core.server import ServerOptions
+from coordinator.core.status import Status
+from coordinator.core.tls import make_job_keys
+from coordinator.jobs import png2y4m
+from coordinator.launch.local import LocalLauncher
+from coordinator.local.locals3 import FAKE_CREDENTIALS, LocalS3
+from coordinator.local.y4m import bt601_420, parse_y4m, psnr
 
 MIN_PSNR = 40.0
 

@@ -1,0 +1,62 @@
+"""Starting workers. One interface, two backends: local processes (``launch.local``) and Lambda
+invocations (``launch.aws_lambda``).
+
+Both send each worker the same invocation event (DESIGN.md), so a job cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from coordinator.core.job import Job
+from coordinator.core.tls import JobKeys
+
+
+def make_events(
+    job: Job,
+    job_id: str,
+    coordinator: str,
+    keys: JobKeys,
+    count: int,
+    idle_timeout: float = 300,
+    first: int = 0,
+) -> list[dict[str, Any]]:
+    """One invocation event per worker, numbered from ``first``; only ``worker`` differs."""
+    base = {
+        "coordinator": coordinator,
+        "job": job_id,
+        "tls": keys.worker_tls(),
+        "bucket": job.bucket,
+        "region": job.region,
+        "s3_endpoint": job.s3_endpoint,
+        "command": job.command,
+        "nonblock": job.nonblock,
+        "idle_timeout": idle_timeout,
+    }
+    return [{**base, "worker": i} for i in range(first, first + count)]
+
+
+class Launcher(ABC):
+    """Starts workers; tells the server whether any launched worker can still connect."""
+
+    @abstractmethod
+    async def launch(self, events: list[dict[str, Any]]) -> None:
+        """Start one worker per event; returns once all are started (not finished)."""
+
+    @abstractmethod
+    def running(self) -> int | None:
+        """Launched workers still alive, connected or not; None where unknowable."""
+
+    @abstractmethod
+    def failures(self) -> dict[int, str]:
+        """Worker number -> why it could not be started or ended badly."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop whatever is still running."""
+
+
+class LaunchError(Exception):
+    """The launcher cannot start at all (no credentials, bad endpoint)."""
+
