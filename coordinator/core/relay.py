@@ -1,7 +1,9 @@
 """The worker-to-worker relay: Lambdas accept no inbound connections, so peers meet here.
 
 A peer's first message is ``HELLO_STATE:PREFIX:MYID:PARTNERID``; every later message it sends
-goes to the peer that said ``MYID`` = its ``PARTNERID`` under the same ``PREFIX``.
+goes to the peer that said ``MYID`` = its ``PARTNERID`` under the same ``PREFIX``. Ids are
+integers compared as numbers, as in mu's ``lambda_state_server.py`` (``int()``): ExCamera's
+encoder says ``HELLO_STATE:U:00000003:4``.
 
 Every message is also kept in its recipient's mailbox, and a peer that says HELLO_STATE gets
 its whole mailbox first, in order. That covers a partner that has not arrived yet, and also a
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import sys
 import time
@@ -31,7 +34,8 @@ from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024
 
-Address = tuple[str, str]  # (prefix, peer id)
+Address = tuple[str, str]  # (prefix, peer id as int() writes it)
+PEER_ID = re.compile(r"\s*[+-]?[0-9]{1,18}\s*")  # what mu's int() took, ASCII digits only
 # What the shell must do: write bytes to a connection, or close it (payload None).
 Delivery = tuple[int, bytes | None]
 
@@ -68,9 +72,11 @@ class RelayCore:
     def hello(self, conn: int, msg: bytes) -> list[Delivery]:
         """Register a connection; returns its mailbox to deliver now (and an older holder to close)."""
         parts = msg.decode("utf-8", "replace").split(":")
-        if len(parts) != 4 or parts[0] != "HELLO_STATE" or not all(parts[1:]):
-            raise RelayError(f"first message must be HELLO_STATE:PREFIX:MYID:PARTNERID, got {msg[:80]!r}")
-        _, prefix, me, partner = parts
+        if len(parts) != 4 or parts[0] != "HELLO_STATE" or not all(map(PEER_ID.fullmatch, parts[2:])):
+            raise RelayError(
+                f"first message must be HELLO_STATE:PREFIX:MYID:PARTNERID with integer ids, got {msg[:80]!r}"
+            )
+        prefix, me, partner = parts[1], str(int(parts[2])), str(int(parts[3]))  # as mu: 00000003 is 3
         address = (prefix, me)
         out: list[Delivery] = []
         older = self.online.get(address)

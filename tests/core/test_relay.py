@@ -99,7 +99,22 @@ def test_held_messages_expire():
     assert "not collected within 600 s" in lines[0]
 
 
-@pytest.mark.parametrize("bad", [b"HELLO:j:0:1", b"HELLO_STATE:j:0", b"HELLO_STATE:j::1", b"\xff"])
+def test_peer_ids_are_integers_as_in_mu_so_zero_padded_ids_pair():
+    """lambda_state_server.StateSocket.initialize: ids are "%s_%d" % (prefix, int(id)); xcenc
+    says HELLO_STATE:U:00000003:4 and its neighbour HELLO_STATE:U:00000004:5."""
+    core = RelayCore()
+    core.hello(1, b"HELLO_STATE:U:00000003:4")
+    core.hello(2, b"HELLO_STATE:U:00000004:5")
+    assert core.message(1, b"STATE(1):x") == [(2, b"STATE(1):x")]
+    assert core.hello(3, b"HELLO_STATE:U: +5 :-1") == []  # int() takes a sign and spaces, so do we
+    assert core.message(2, b"y") == [(3, b"y")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"HELLO:j:0:1", b"HELLO_STATE:j:0", b"HELLO_STATE:j::1", b"\xff", b"HELLO_STATE:U:three:4",
+     b"HELLO_STATE:U:3:4:5", "HELLO_STATE:U:\u0663:4".encode(), b"HELLO_STATE:U:1_000:4"],
+)  # fmt: skip
 def test_bad_hello_is_refused(bad):
     with pytest.raises(RelayError, match="HELLO_STATE:PREFIX:MYID:PARTNERID"):
         RelayCore().hello(1, bad)
