@@ -41,6 +41,16 @@ def expected_reply(command: str | bytes | None) -> str:
     return _REPLY_PREFIX.get(text.partition(":")[0], "OK")
 
 
+def _failed_run(msg: str) -> bool:
+    """A ``run:`` reply with a non-zero status: never one that overtook another, but the answer."""
+    return msg.startswith("OK:RETVAL(") and not msg.startswith("OK:RETVAL(0)")
+
+
+def _quote(msg: str) -> str:
+    """A reply for an error report: its start (the status) and its end (a command's last output)."""
+    return msg if len(msg) <= 600 else f"{msg[:200]} [...] {msg[-400:]}"
+
+
 def _to_bytes(command: str | bytes) -> bytes:
     return command if isinstance(command, bytes) else command.encode()
 
@@ -398,11 +408,11 @@ class Machine:
             return
         elif self.state.accepts(msg):
             self._enter(self._guard(lambda: self.state.transition(msg)))
-        elif msg.startswith("OK") and len(self.requeued) < MAX_REQUEUED:
+        elif msg.startswith("OK") and not _failed_run(msg) and len(self.requeued) < MAX_REQUEUED:
             self.requeued.append(msg)  # a reply that overtook another in nonblock mode
             return
         else:
-            self._error(f"in {self.state}: expected {self.state.get_expect()!r}, got {msg[:200]!r}")
+            self._error(f"in {self.state}: expected {self.state.get_expect()!r}, got {_quote(msg)!r}")
             return
         self.settle()
 
