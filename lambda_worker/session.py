@@ -1,40 +1,62 @@
 """One worker's connection to its coordinator: read frames, run commands, write replies.
 
-All protocol decisions live in ``wire`` and ``commands``; this module only moves bytes and
-schedules the slow commands, inline or (with ``nonblock``) in the background.
+What a command means and what to answer is decided in ``commands``; this module does the I/O
+and the scheduling. Three tasks run side by side: one reads the coordinator's connection (so a
+lost coordinator is noticed at once, even while a command runs), one executes commands in
+order (inline, or with ``nonblock`` in the background), and one fires shortly before Lambda's
+time limit. Whichever ends first ends the session; stopping kills every process group a
+command started and cancels every transfer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
-import signal
 import ssl
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+import traceback
+from collections.abc import Awaitable
 
 from . import commands as cmds
+from . import files
 from .commands import CommandError
 from .event import WorkerEvent
+from .process import ProcessGroups, bin_dir, command_env
 from .tlsconf import SERVER_NAME
+from .transfer import S3Transfers
 from .wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
 READ_SIZE = 256 * 1024
+CONNECT_TIMEOUT = 30.0  # seconds to reach the relay for connect:
+PEER_SEND_TIMEOUT = 120.0  # seconds the relay may take to accept a message before send: fails
+QUEUE_LIMIT = 256 * 1024 * 1024  # bytes of commands read ahead while one runs inline
+DEADLINE_MARGIN = 5.0  # stop this long before Lambda's limit (less for a short invocation)
 
 
-def binary_dirs() -> list[str]:
-    """Where bundled static tools live: the Lambda package root, or binaries/bin in a checkout."""
-    here = Path(__file__).resolve().parent
-    dirs = [os.environ.get("MU_BIN_DIR", ""), str(here.parent / "bin"), str(here.parent / "binaries" / "bin")]
-    return [d for d in dirs if d and os.path.isdir(d)]
+def deadline_margin(remaining_s: float) -> float:
+    """Time kept back to reply, kill and clean up: 5 s, or a tenth of a short invocation."""
+    return min(DEADLINE_MARGIN, max(0.2, remaining_s / 10))
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip() not in ("", "0", "None", "False", "false")
+@dataclasses.dataclass
+class Peer:
+    writer: asyncio.StreamWriter
+    reader_task: asyncio.Task[None] | None = None
+    ended: bool = False
+
+    async def send(self, message: bytes, what: str) -> None:
+        if self.ended or self.writer.is_closing():
+            raise CommandError(f"{what}: the peer connection has ended; close_connect: and connect: again")
+        self.writer.write(encode(message))
+        try:
+            await asyncio.wait_for(self.writer.drain(), PEER_SEND_TIMEOUT)
+        except TimeoutError:
+            raise CommandError(f"{what}: the relay took no data for {PEER_SEND_TIMEOUT:g} s") from None
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            raise CommandError(f"{what}: peer connection failed: {exc or type(exc).__name__}") from exc
 
 
 class Session:
@@ -51,21 +73,22 @@ class Session:
         self.ssl_context = ssl_context
         self.deadline_ms = deadline_ms
         self.max_frame = max_frame
-        self.vals = cmds.default_vals(
-            bucket=event.bucket, region=event.region, command=event.command, nonblock=event.nonblock
-        )
+        self.vals = cmds.default_vals(event)
+        self.templates = event.templates
+        binaries = bin_dir()
+        self.workdir = binaries or tmpdir  # mu ran commands in /var/task, beside its binaries
+        self._env = command_env(os.environ, tmpdir, binaries)
         self.commands_served = 0
         self._writer: asyncio.StreamWriter | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._procs: set[asyncio.subprocess.Process] = set()
+        self._inflight: dict[int, str] = {}  # slow commands under way, for the deadline's FAIL
+        self._queued = 0  # bytes of commands read but not yet executed
+        self._room = asyncio.Event()
+        self._groups = ProcessGroups()
+        self.s3 = S3Transfers(event.region, event.s3_endpoint)
+        self._peer: Peer | None = None
         self._last_activity = time.monotonic()
-        self._s3: Any = None
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mu-s3")
-        self._peer: tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Task[None]] | None = None
-        env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([*binary_dirs(), env.get("PATH", "/usr/bin:/bin")])
-        env["TMPDIR"] = tmpdir
-        self._env = env
+        self.deadline_at = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
 
     def log(self, text: str) -> None:
         print(f"mu worker {self.event.worker} ({self.event.job}): {text}", file=sys.stderr, flush=True)
@@ -73,14 +96,14 @@ class Session:
     # -- connection -------------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Serve until the coordinator says quit, goes away, or stays silent too long."""
+        """Serve until the coordinator says quit, goes away, stays silent too long, or time runs out."""
         ev = self.event
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(ev.host, ev.port, ssl=self.ssl_context, server_hostname=SERVER_NAME),
                 timeout=min(60.0, ev.idle_timeout),
             )
-        except (TimeoutError, OSError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
             raise ConnectionError(
                 f"cannot reach coordinator {ev.coordinator} over TLS: {exc or type(exc).__name__}"
             ) from exc
@@ -94,52 +117,100 @@ class Session:
             await self._shutdown()
 
     async def _serve(self, reader: asyncio.StreamReader) -> str:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(self._read_commands(reader, queue)), loop.create_task(self._execute(queue))}
+        if self.deadline_at is not None:
+            tasks.add(loop.create_task(self._deadline()))
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if task.exception() is None:
+                return task.result()
+        exc = next(iter(done)).exception()
+        self.log("".join(traceback.format_exception(exc)).rstrip())
+        return "crashed"
+
+    async def _read_commands(self, reader: asyncio.StreamReader, queue: asyncio.Queue[bytes]) -> str:
         decoder = Decoder(self.max_frame)
         while True:
+            if self._queued > QUEUE_LIMIT:  # the coordinator runs far ahead: let TCP hold it back
+                self._room.clear()
+                await self._room.wait()
             remaining = self._last_activity + self.event.idle_timeout - time.monotonic()
             try:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), timeout=max(remaining, 0.01))
             except TimeoutError:
-                if self._background:
+                if self._busy() or not queue.empty():
                     continue
                 if time.monotonic() - self._last_activity >= self.event.idle_timeout:
                     self.log(f"no command for {self.event.idle_timeout:g} s and nothing running; exiting")
                     return "idle_timeout"
                 continue
-            except (ConnectionError, ssl.SSLError) as exc:
-                self.log(f"connection to coordinator lost: {exc}")
+            except (ConnectionError, ssl.SSLError, OSError) as exc:
+                self.log(f"connection to coordinator lost: {exc or type(exc).__name__}")
                 return "disconnected"
             if not data:
+                if self._busy():
+                    self.log("the coordinator closed the connection; stopping what is still running")
                 return "disconnected"
-            self._last_activity = time.monotonic()
+            self._touch()
             try:
                 messages = decoder.feed(data)
             except ProtocolError as exc:
                 self.log(f"protocol error from coordinator, closing the connection: {exc}")
                 return "protocol_error"
             for msg in messages:
-                self.commands_served += 1
-                if not await self.dispatch(msg):
-                    return "quit"
+                self._queued += len(msg)
+                queue.put_nowait(msg)
+
+    async def _execute(self, queue: asyncio.Queue[bytes]) -> str:
+        while True:
+            msg = await queue.get()
+            self._queued -= len(msg)
+            if self._queued <= QUEUE_LIMIT:
+                self._room.set()
+            if not await self.dispatch(msg):
+                return "quit"
+
+    async def _deadline(self) -> str:
+        assert self.deadline_at is not None
+        margin = deadline_margin(self.deadline_at - time.monotonic())
+        await asyncio.sleep(max(0.0, self.deadline_at - margin - time.monotonic()))
+        why = f"the Lambda invocation reaches its time limit in {margin:g} s"
+        self.log(f"{why}; stopping and cleaning up")
+        for what in list(self._inflight.values()) or ["worker"]:
+            await self.send(cmds.fail(f"{what}: {why}; stopped and cleaned up"))
+        return "deadline"
+
+    def _busy(self) -> bool:
+        return bool(self._inflight or self._background)
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
 
     async def send(self, body: bytes) -> None:
         writer = self._writer
         if writer is None or writer.is_closing():
             return
+        if len(body) > self.max_frame:
+            body = cmds.fail(f"the reply ({body[:40]!r}...) would be {len(body)} bytes, over the "
+                             f"{self.max_frame}-byte message limit")  # fmt: skip
         writer.write(encode(body))
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
             await writer.drain()
 
     async def _shutdown(self) -> None:
-        for proc in list(self._procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        self._groups.kill_all()
         for task in list(self._background):
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._groups.kill_all()  # anything a cancelled command started meanwhile
+        self.s3.cancel_all()
         await self._close_peer()
-        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):
@@ -148,7 +219,8 @@ class Session:
     # -- commands ---------------------------------------------------------------------------
 
     async def dispatch(self, msg: bytes) -> bool:
-        """Handle one command; returns False when the worker should stop."""
+        """Handle one command; returns False when the worker should stop. Never raises."""
+        self.commands_served += 1
         name, arg = cmds.parse_command(msg)
         try:
             if name == "quit":
@@ -165,60 +237,55 @@ class Session:
                 await self._close_peer()
                 await self.send(b"OK:CLOSE_CONNECT")
             elif name == "send":
-                await self.send(await self._send_to_peer(arg))
+                await self.send(await self._send_file(arg))
             else:
-                shown = msg[:80].decode(errors="replace")
-                raise CommandError(f"no such command '{shown}'")
+                raise cmds.unknown_command(msg)
         except CommandError as exc:
             await self.send(cmds.fail(str(exc)))
+        except Exception as exc:  # a bug must cost one command, never the worker
+            await self.send(self._internal_error(name or "command", exc))
         return True
+
+    def _internal_error(self, what: str, exc: BaseException) -> bytes:
+        self.log(f"{what}: unexpected error\n" + "".join(traceback.format_exception(exc)).rstrip())
+        return cmds.fail(f"{what}: unexpected {type(exc).__name__}: {exc}; the worker keeps serving")
 
     async def _slow(self, name: str, arg: bytes) -> None:
         if name == "run":
-            cmd = cmds.command_for(self.vals, arg, self.tmpdir)
+            cmd = cmds.command_for(self.vals, self.templates, arg, self.tmpdir)
             wait = cmds.waitfile_for(self.vals, self.tmpdir)
             self.vals.pop("waitfile", None)  # it applies to this run only
-            job, detail = self._run(cmd, wait), cmd
+            label, pending = f"run({cmd[:200]})", cmds.pending_reply(name, cmd)
+            job: Awaitable[bytes] = self._run(cmd, wait)
         else:
             transfer = cmds.transfer_for(name, self.vals, arg, self.tmpdir)
-            action = cmds.do_retrieve if name == "retrieve" else cmds.do_upload
-            job, detail = self._in_thread(action, transfer), transfer.where
-        if not _truthy(self.vals.get("nonblock")):
-            await self.send(await self._outcome(job))
+            label, pending = f"{name.upper()}({transfer.where})", transfer.pending()
+            job = self.s3.run(transfer)
+        if not cmds.flag_on(self.vals.get("nonblock")):
+            await self.send(await self._outcome(label, job))
             return
-        await self.send(cmds.pending_reply(name, detail))
-        task = asyncio.get_running_loop().create_task(self._finish_later(job))
+        if not cmds.flag_on(self.vals.get("bg_silent")):
+            await self.send(pending)
+        task = asyncio.get_running_loop().create_task(self._finish_later(label, job))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _finish_later(self, job: Any) -> None:
-        reply = await self._outcome(job)
-        self._last_activity = time.monotonic()
+    async def _finish_later(self, label: str, job: Awaitable[bytes]) -> None:
+        reply = await self._outcome(label, job)
+        self._touch()
         await self.send(reply)
 
-    @staticmethod
-    async def _outcome(job: Any) -> bytes:
+    async def _outcome(self, label: str, job: Awaitable[bytes]) -> bytes:
+        token = id(job)
+        self._inflight[token] = label
         try:
             return await job
         except CommandError as exc:
             return cmds.fail(str(exc))
-
-    async def _in_thread(self, action: Any, transfer: cmds.Transfer) -> bytes:
-        s3 = self._s3_client()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, action, s3, transfer)
-
-    def _s3_client(self) -> Any:
-        if self._s3 is None:
-            import boto3  # deferred: most of a cold start is importing boto3
-            from botocore.config import Config
-
-            self._s3 = boto3.session.Session().client(
-                "s3",
-                region_name=self.event.region,
-                endpoint_url=self.event.s3_endpoint,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
-            )
-        return self._s3
+        except Exception as exc:
+            return self._internal_error(label, exc)
+        finally:
+            self._inflight.pop(token, None)
 
     async def _run(self, cmd: str, wait: tuple[str, float] | None = None) -> bytes:
         if wait is not None:
@@ -226,97 +293,132 @@ class Session:
             deadline = time.monotonic() + timeout
             while not os.path.exists(path):
                 if time.monotonic() > deadline:
-                    raise CommandError(f"RETVAL(-1):OUTPUT(no {path} within {timeout:g} s):COMMAND({cmd})")
+                    raise CommandError(
+                        f"run: {path} (waitfile) did not appear within {timeout:g} s; the command did not "
+                        f"run: {cmd[:300]}"
+                    )
                 await asyncio.sleep(0.02)
+        files.ensure_dir(self.tmpdir)
+        tail = cmds.OutputTail()
+        status = await self._groups.run(cmd, self.workdir, self._env, tail)
+        if status == 0:
+            await self._hand_off(cmd)
+        return cmds.run_reply(cmd, status, tail.value())
+
+    async def _hand_off(self, cmd: str) -> None:
+        """mu's finished_run, done before the reply so the next command sees its files."""
         try:
-            proc = await asyncio.create_subprocess_shell(
-                cmd, cwd=self.tmpdir, env=self._env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
-            raise CommandError(f"RETVAL(-1):OUTPUT(cannot start shell: {exc}):COMMAND({cmd})") from exc
-        self._procs.add(proc)
-        try:
-            output, _ = await proc.communicate()
-        finally:
-            self._procs.discard(proc)
-        return cmds.run_reply(cmd, proc.returncode if proc.returncode is not None else -1, output)
+            plan = cmds.handoff_for(cmd, self.vals)
+        except CommandError as exc:
+            await self._statefile_problem(str(exc))
+            return
+        if plan is None:
+            return
+        peer = self._peer
+        if peer is None:  # mu: no neighbour, nothing to send
+            plan = dataclasses.replace(plan, send=None)
+        message, problems = files.hand_off(self.tmpdir, plan, self.max_frame)
+        if message is not None and peer is not None:
+            try:
+                await peer.send(message, f"STATE({plan.send})")
+            except CommandError as exc:
+                problems.append(str(exc))
+        for problem in problems:
+            await self._statefile_problem(problem)
+
+    async def _statefile_problem(self, text: str) -> None:
+        self.log(f"state hand-off: {text}")
+        await self.send(f"INFO:statefile_error:{text}".encode())
 
     # -- peer connection (through the relay) -------------------------------------------------
 
     async def _connect(self, arg: bytes) -> bytes:
-        host, sep1, rest = arg.partition(b":")
-        port, sep2, hello = rest.partition(b":")
-        if not (sep1 and sep2 and host and port.isdigit()):
-            raise CommandError(f"connect needs 'connect:HOST:PORT:MSG', got 'connect:{arg[:80]!r}'")
-        target = f"{host.decode()}:{int(port)}"
-        await self._close_peer()
+        if self._peer is not None:
+            raise CommandError("already connected")  # mu's words; close_connect: first
+        target = cmds.connect_for(arg)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    host.decode(), int(port), ssl=self.ssl_context, server_hostname=SERVER_NAME
+                    target.host, target.port, ssl=self.ssl_context, server_hostname=SERVER_NAME
                 ),
-                timeout=30,
+                timeout=CONNECT_TIMEOUT,
             )
-        except (TimeoutError, OSError, ssl.SSLError) as exc:
-            raise CommandError(f"CONNECT({target}): {exc or type(exc).__name__}") from exc
-        writer.write(encode(hello))
-        await writer.drain()
-        task = asyncio.get_running_loop().create_task(self._peer_reader(reader))
-        self._peer = (reader, writer, task)
-        return f"OK:CONNECT({target})".encode()
-
-    async def _peer_reader(self, reader: asyncio.StreamReader) -> None:
-        decoder = Decoder(self.max_frame)
-        while True:
+        except (TimeoutError, OSError, ssl.SSLError, ValueError, UnicodeError) as exc:
+            why = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                why = f"no answer within {CONNECT_TIMEOUT:g} s"
+            raise CommandError(f"CONNECT({target.target}): {why}") from exc
+        peer = Peer(writer)
+        if target.hello:
             try:
-                data = await reader.read(READ_SIZE)
-                messages = decoder.feed(data) if data else []
-            except (ConnectionError, ssl.SSLError, ProtocolError) as exc:
-                self.log(f"peer connection ended: {exc}")
-                return
-            if not data:
-                return
-            for msg in messages:
-                self._last_activity = time.monotonic()
-                await self.send(self._peer_message(msg))
+                await peer.send(target.hello, "connect")
+            except CommandError:
+                writer.close()
+                raise
+        self._peer = peer
+        peer.reader_task = asyncio.get_running_loop().create_task(self._read_peer(reader, peer))
+        return b"OK:CONNECT(" + arg + b")"
 
-    def _peer_message(self, msg: bytes) -> bytes:
-        """``FILE:NAME:`` + bytes lands atomically in the temp dir; anything else is reported."""
-        if msg.startswith(b"FILE:"):
-            name_b, sep, payload = msg[5:].partition(b":")
-            name = name_b.decode(errors="replace")
-            if not sep or not name or "/" in name or name in (".", ".."):
-                return f"INFO:peer_error:bad FILE message name {name!r}".encode()
-            path = os.path.join(self.tmpdir, name)
-            partial = f"{path}.part"
-            with open(partial, "wb") as f:
-                f.write(payload)
-            os.replace(partial, path)
-            return f"INFO:file:{name}".encode()
-        return b"INFO:peer:" + msg
+    async def _read_peer(self, reader: asyncio.StreamReader, peer: Peer) -> None:
+        decoder = Decoder(self.max_frame)
+        try:
+            while data := await reader.read(READ_SIZE):
+                for msg in decoder.feed(data):
+                    self._touch()
+                    await self._peer_message(msg)
+            self.log("the relay closed the peer connection")
+        except ProtocolError as exc:
+            await self._peer_problem(f"the relay sent a bad frame ({exc}); peer connection closed")
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            self.log(f"peer connection ended: {exc or type(exc).__name__}")
+        except Exception as exc:
+            self.log("peer reader: unexpected error\n" + "".join(traceback.format_exception(exc)).rstrip())
+            await self._peer_problem(f"unexpected {type(exc).__name__}: {exc}; peer connection closed")
+        finally:
+            peer.ended = True
+            peer.writer.close()
 
-    async def _send_to_peer(self, arg: bytes) -> bytes:
-        name, path = cmds.send_path(arg, self.tmpdir)
+    async def _peer_message(self, msg: bytes) -> None:
+        """Store or report one peer message; whatever goes wrong is an INFO, never the reader's end."""
+        try:
+            action = cmds.peer_message(msg)
+            if isinstance(action, cmds.PeerFile):
+                files.write_peer_file(self.tmpdir, action.name, action.payload)
+                await self.send(f"INFO:file:{action.name}".encode())
+            elif isinstance(action, cmds.PeerState):
+                files.inflate_state(self.tmpdir, action.number, action.compressed, cmds.MAX_STATE_BYTES)
+            else:
+                await self.send(action.line)
+        except files.FileError as exc:
+            await self._peer_problem(str(exc))
+        except Exception as exc:
+            self.log("peer message: unexpected error\n" + "".join(traceback.format_exception(exc)).rstrip())
+            await self._peer_problem(f"unexpected {type(exc).__name__}: {exc}")
+
+    async def _peer_problem(self, text: str) -> None:
+        self.log(f"peer: {text}")
+        await self.send(cmds.peer_error(text).line)
+
+    async def _send_file(self, arg: bytes) -> bytes:
+        """``send:NAME``: ``##TMPDIR##/NAME`` to the peer as ``FILE:NAME:`` + bytes."""
+        name = cmds.peer_name(arg.decode("utf-8", "replace"), "send")
+        path = os.path.join(self.tmpdir, name)
+        try:
+            message = files.read_for_peer(path, cmds.file_message_head(name), self.max_frame, "send")
+        except (files.FileError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
         if self._peer is None:
             raise CommandError("send: no peer connection; use connect:HOST:PORT:HELLO first")
-        with open(path, "rb") as f:
-            payload = f.read()
-        writer = self._peer[1]
-        writer.write(encode(b"FILE:" + name.encode() + b":" + payload))
-        try:
-            await writer.drain()
-        except (ConnectionError, ssl.SSLError) as exc:
-            raise CommandError(f"send: peer connection failed: {exc}") from exc
+        await self._peer.send(message, "send")
         return f"OK:SEND({name})".encode()
 
     async def _close_peer(self) -> None:
-        if self._peer is None:
+        peer, self._peer = self._peer, None
+        if peer is None:
             return
-        _, writer, task = self._peer
-        self._peer = None
-        task.cancel()
-        writer.close()
+        if peer.reader_task is not None:
+            peer.reader_task.cancel()
+            await asyncio.gather(peer.reader_task, return_exceptions=True)
+        peer.writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), timeout=2)
+            await asyncio.wait_for(peer.writer.wait_closed(), timeout=2)

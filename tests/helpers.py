@@ -9,6 +9,7 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 from coordinator.core.job import Job
 from coordinator.core.machine import CommandListState, MachineState, TerminalState
 from coordinator.core.tls import JobKeys, server_context
+from lambda_worker.event import parse_event
+from lambda_worker.session import Session
+from lambda_worker.tlsconf import client_context
 from lambda_worker.wire import Decoder, encode
 
 
@@ -78,6 +82,82 @@ class TestCoordinator:
 
     async def accept(self, timeout: float = 30.0) -> Conn:
         return await asyncio.wait_for(self.conns.get(), timeout)
+
+
+class Capture:
+    """Stands in for the worker's TLS stream to the coordinator; :meth:`replies` decodes it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._decoder = Decoder()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+    def replies(self) -> list[bytes]:
+        """Every reply written since the last call."""
+        got = self._decoder.feed(bytes(self.data))
+        self.data.clear()
+        return got
+
+
+def local_session(keys: JobKeys, tmpdir: str, **extra: Any) -> tuple[Session, Capture]:
+    """A worker's command loop in this process, its replies captured: commands are fed with
+    ``await session.dispatch(msg)``. It runs real commands and can dial the relay."""
+    tls = keys.worker_tls()
+    session = Session(parse_event(event_for(keys, 1, **extra)), tmpdir,
+                      client_context(tls["ca"], tls["cert"], tls["key"]))  # fmt: skip
+    out = Capture()
+    session._writer = out  # type: ignore[assignment]
+    return session, out
+
+
+async def settle(session: Session, timeout: float = 30) -> None:
+    """Wait for the session's background (nonblock) commands to finish."""
+    while session._background:
+        await asyncio.wait_for(asyncio.gather(*session._background), timeout)
+
+
+class RelayThread:
+    """A real relay on 127.0.0.1 in a thread of its own, for tests that run many event loops."""
+
+    def __init__(self, keys: JobKeys) -> None:
+        self.keys = keys
+        self.port = 0
+        self.lines: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relay", daemon=True)
+        self._relay: Any = None
+
+    def __enter__(self) -> RelayThread:
+        from coordinator.core.relay import Relay
+
+        self._thread.start()
+
+        async def start() -> int:
+            self._relay = Relay(server_context(self.keys), log=self.lines.append)
+            return await self._relay.start()
+
+        self.port = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._relay.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
 
 def event_for(keys: JobKeys, port: int, **extra: Any) -> dict[str, Any]:

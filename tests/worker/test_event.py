@@ -46,3 +46,37 @@ def test_missing_and_bad_pem(keys):
         parse_event(ev)
     with pytest.raises(EventError, match="JSON object"):
         parse_event([1])
+
+
+def test_mu_event_fields_with_mus_defaults(keys):
+    """lambda_handler reads nonblock, expect_statefile, send_statefile, rm_tmpdir (1), bg_silent,
+    minimal_recode, hash_s3keys with int(event.get(name, default)); fields it does not read
+    (mode, addr, cacert ...) are ignored."""
+    ev = parse_event({**good(keys), "mode": 1, "addr": None, "cacert": None, "port": 13579})
+    assert ev.flags == {"nonblock": 0, "expect_statefile": 0, "send_statefile": 0, "rm_tmpdir": 1,
+                        "bg_silent": 0, "minimal_recode": 0, "hash_s3keys": 0}  # fmt: skip
+    ev = parse_event({**good(keys), "nonblock": 1, "bg_silent": True, "rm_tmpdir": 0, "expect_statefile": 1,
+                      "infile": "in.y4m", "quality": 30, "args": ["-q", "-v"], "vars": "A=1"})  # fmt: skip
+    assert (ev.nonblock, ev.flags["bg_silent"], ev.flags["rm_tmpdir"], ev.flags["expect_statefile"]) == (
+        1,
+        1,
+        0,
+        1,
+    )
+    assert ev.templates == {"infile": "in.y4m", "quality": "30", "args": ["-q", "-v"], "vars": ["A=1"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"bg_silent": 2}, "'bg_silent' must be 0 or 1"),
+        ({"hash_s3keys": "1"}, "'hash_s3keys' must be 0 or 1"),
+        ({"args": [1, 2]}, "'args' must be text or a list of text"),
+        ({"infile": {"a": 1}}, "'infile' must be text"),
+        ({"s3_endpoint": "localhost:9000"}, "'s3_endpoint' must be an http"),
+        ({"s3_endpoint": "http://127.0.0.1:99999"}, "'s3_endpoint' has a bad port"),
+    ],
+)
+def test_bad_mu_fields_are_named(keys, change, match):
+    with pytest.raises(EventError, match=match):
+        parse_event({**good(keys), **change})
