@@ -44,16 +44,17 @@ test: $(STAMP) binaries lint cdk-cli
 demo: $(STAMP) binaries
 	$(VENV)/bin/mu demo
 
+# Settings: `make synth CDK_ARGS="-c copies=4 -c regions=us-east-1,us-west-2"` (README lists them).
 synth: $(STAMP) binaries cdk-cli
-	$(CDK) synth --no-notices -q
+	$(CDK) synth --no-notices -q $(CDK_ARGS)
 
-# Deploy to the account and region of your AWS credentials (`aws configure` or the environment).
-# Settings: `make deploy CDK_ARGS="-c copies=4 -c memory=3008"`.
+# Deploy to the account of your AWS credentials, in their region or in -c regions=... .
+# IAM and security-group changes that widen access wait for your approval.
 deploy: $(STAMP) binaries cdk-cli
-	$(CDK) deploy --no-notices --require-approval never $(CDK_ARGS)
+	$(CDK) deploy --all --no-notices --require-approval broadening $(CDK_ARGS)
 
 destroy: $(STAMP) cdk-cli
-	$(CDK) destroy --no-notices --force $(CDK_ARGS)
+	$(CDK) destroy --all --no-notices --force $(CDK_ARGS)
 
 bench: $(STAMP) binaries
 	$(PY) benchmarks/coordinator_capacity.py

@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""The CDK app: `npx cdk synth|deploy|destroy` (see README)."""
+"""The CDK app: `npx cdk synth|deploy|destroy` (see README); settings come from `-c key=value`."""
+
+import sys
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.mu_stack import MuStack
+from stacks.bundling import BundlingError
+from stacks.mu_stack import build
+from stacks.settings import Settings, SettingsError
 
 app = cdk.App()
-# Environment-agnostic: deploys to the account and region of the caller's credentials, and
-# synthesizes offline (availability zones resolve at deploy time through Fn::GetAZs).
-MuStack(
-    app,
-    app.node.try_get_context("stack_name") or "MuStack",
-    description="mu: parallel jobs on AWS Lambda workers driven by a Fargate coordinator over mutual TLS",
-)
-cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
-app.synth()
+try:
+    build(app, Settings.from_context(app.node))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    app.synth()
+except (SettingsError, BundlingError) as exc:
+    sys.exit(f"mu: {exc}")

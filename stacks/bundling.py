@@ -1,19 +1,21 @@
 """Local bundling of the worker Lambda: the handler package plus the static binaries.
 
 Bundled on this machine (never in Docker): the zip holds ``lambda_worker/`` and ``bin/``.
-Synth stops with a clear message when a binary is missing or dynamically linked, because
-Lambda's runtime does not promise the build machine's shared libraries.
+Synth stops with a clear message when a binary is missing, dynamically linked, or built for
+another CPU than the function's (checked from its ELF headers by ``stacks.elf``, so synth works
+on macOS as well as Linux).
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsii
 from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
+
+from .elf import problem
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PACKAGE = ROOT / "lambda_worker"
@@ -25,28 +27,20 @@ class BundlingError(RuntimeError):
     pass
 
 
-def is_static(path: Path) -> bool:
-    """No program interpreter and no needed shared libraries, per readelf."""
-    headers = subprocess.run(["readelf", "-l", str(path)], capture_output=True, text=True)
-    dynamic = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True)
-    if headers.returncode != 0:
-        raise BundlingError(f"{path} is not an ELF executable: {headers.stderr.strip()}")
-    return "INTERP" not in headers.stdout and "NEEDED" not in dynamic.stdout
-
-
-def check_binaries(folder: Path = BINARIES) -> list[Path]:
+def check_binaries(folder: Path = BINARIES, arch: str = "x86_64") -> list[Path]:
+    """Every file in ``folder``, once each is known to be a static Linux program for ``arch``."""
     missing = [name for name in REQUIRED_BINARIES if not (folder / name).is_file()]
     if missing:
         raise BundlingError(
             f"{', '.join(missing)} missing from {folder}; "
-            "build the static tools with 'make -C binaries' first"
+            "build the static tools with 'make -C binaries' (on x86-64 Linux) first"
         )
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    dynamic = [p.name for p in files if not is_static(p)]
-    if dynamic:
+    problems = [why for why in (problem(p, arch) for p in files) if why]
+    if problems:
         raise BundlingError(
-            f"{', '.join(dynamic)} in {folder} is dynamically linked; Lambda needs static binaries "
-            "(rebuild with 'make -C binaries', which links with -static)"
+            f"cannot bundle {folder}: {'; '.join(problems)}. Build the tools on {arch} Linux with "
+            "'make -C binaries' (it links with -static), or point -c binaries=DIR at such a build"
         )
     return files
 
@@ -55,9 +49,13 @@ def check_binaries(folder: Path = BINARIES) -> list[Path]:
 class WorkerBundle:
     """Copies the handler package and the checked binaries into the asset directory."""
 
+    def __init__(self, arch: str, folder: Path) -> None:
+        self.arch = arch
+        self.folder = folder
+
     def try_bundle(self, output_dir: str, *args: Any, **options: Any) -> bool:
         out = Path(output_dir)
-        binaries = check_binaries()
+        binaries = check_binaries(self.folder, self.arch)
         shutil.copytree(
             HANDLER_PACKAGE, out / "lambda_worker", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
@@ -67,6 +65,12 @@ class WorkerBundle:
         return True
 
 
-def bundling_options() -> BundlingOptions:
+def binaries_folder(setting: str | None) -> Path:
+    """``-c binaries=DIR`` (relative to the checkout), else ``binaries/bin``."""
+    return (ROOT / setting).resolve() if setting else BINARIES
+
+
+def bundling_options(arch: str, folder: Path) -> BundlingOptions:
     # The image is required by the API but never used: local bundling always succeeds or raises.
-    return BundlingOptions(image=DockerImage.from_registry("local-bundling-only"), local=WorkerBundle())
+    local = WorkerBundle(arch, folder)
+    return BundlingOptions(image=DockerImage.from_registry("local-bundling-only"), local=local)

@@ -5,21 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from .nag import acknowledge
-from .storage import grant_job_data
+from .nag import acknowledge, acknowledge_wildcards
+from .settings import Settings
+from .storage import LOG_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "coordinator"
-DEFAULT_PORT = 13579
+
+
+def function_arns(scope: Construct, names: Sequence[str], regions: Sequence[str]) -> list[str]:
+    """The worker functions by their fixed names in every region (no cross-region references)."""
+    stack = Stack.of(scope)
+    return [
+        stack.format_arn(
+            service="lambda",
+            region=region,
+            resource="function",
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for region in regions
+        for name in names
+    ]
 
 
 class Coordinator(Construct):
@@ -29,12 +45,13 @@ class Coordinator(Construct):
         construct_id: str,
         *,
         bucket: s3.IBucket,
-        functions: Sequence[lambda_.IFunction],
-        port: int = DEFAULT_PORT,
+        settings: Settings,
+        regions: Sequence[str],
         cpu: int = 1024,
         memory_mb: int = 2048,
     ) -> None:
         super().__init__(scope, construct_id)
+        port = settings.port
         self.port = port
         # Public subnets only: the task needs a public address that Lambda workers can dial,
         # and a NAT gateway would be the stack's largest fixed cost.
@@ -67,54 +84,93 @@ class Coordinator(Construct):
             self,
             "TaskRole",
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-            description="mu coordinator: invoke the worker functions, use the job bucket, find its address",
+            description="mu coordinator: invoke the worker functions, write timing logs, find its address",
         )
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"], resources=[f.function_arn for f in functions]
-            )
-        )
-        grant_job_data(bucket, self.task_role, ["s3:GetObject", "s3:PutObject"])
-        # AWS requires "*" here: ec2:DescribeNetworkInterfaces supports no resource-level
-        # permissions. The coordinator uses it to learn its task's public IP.
-        self.task_role.add_to_policy(
-            iam.PolicyStatement(actions=["ec2:DescribeNetworkInterfaces"], resources=["*"])
-        )
+        functions = function_arns(self, settings.function_names(), regions)
+        self._grant(bucket, functions)
         self.task_definition = ecs.FargateTaskDefinition(
-            self, "Task", cpu=cpu, memory_limit_mib=memory_mb, task_role=self.task_role
+            self,
+            "Task",
+            cpu=cpu,
+            memory_limit_mib=memory_mb,
+            task_role=self.task_role,
+            # Pinned, as the image below is: a task on another CPU than its image fails with
+            # "exec format error", and CDK would otherwise build for the deploying machine.
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
         )
         self.container = self.task_definition.add_container(
             CONTAINER_NAME,
-            image=ecs.ContainerImage.from_asset(str(ROOT), file="Dockerfile"),
+            image=ecs.ContainerImage.from_asset(
+                str(ROOT), file="Dockerfile", platform=ecr_assets.Platform.LINUX_AMD64
+            ),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="mu", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=port), ecs.PortMapping(container_port=port + 1)],
             environment={
-                "MU_FUNCTION": ",".join(f.function_name for f in functions),
-                "MU_BUCKET": bucket.bucket_name,
                 "MU_PORT": str(port),
+                # The coordinator waits for a worker as long as Lambda keeps its invocation queued.
+                "MU_CONNECT_TIMEOUT": str(settings.connect_timeout),
+                # Address discovery looks for the task's network interface in this VPC only.
+                "MU_VPC_ID": self.vpc.vpc_id,
             },
             command=["--help"],
         )
-        self._acknowledge(bucket)
+        self._acknowledge(bucket, functions)
 
-    def _acknowledge(self, bucket: s3.IBucket) -> None:
-        bucket_id = Stack.of(self).get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
-        acknowledge(
-            self.task_role,
-            "AwsSolutions-IAM5",
-            "ec2:DescribeNetworkInterfaces has no resource-level permissions, so AWS requires '*'.",
-            "Resource::*",
+    def _grant(self, bucket: s3.IBucket, functions: list[str]) -> None:
+        """Exactly what ``mu run --backend aws`` does in the task, and nothing else."""
+        role = self.task_role
+        # Invocations are unqualified today; the qualified ARNs let a job pin a version or alias.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"], resources=[*functions, *(f"{f}:*" for f in functions)]
+            )
         )
-        acknowledge(
+        # The pre-launch check: can the job get its workers at once?
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["lambda:GetFunctionConcurrency"], resources=functions)
+        )
+        # GetAccountSettings and DescribeNetworkInterfaces take no resource-level permissions, so
+        # AWS requires "*"; the request region is pinned where possible.
+        role.add_to_policy(iam.PolicyStatement(actions=["lambda:GetAccountSettings"], resources=["*"]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ec2:DescribeNetworkInterfaces"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:RequestedRegion": Stack.of(self).region}},
+            )
+        )
+        # mu map lists its input prefix; every job writes its timing log under mu-logs/.
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{LOG_PREFIX}*")]
+            )
+        )
+
+    def _acknowledge(self, bucket: s3.IBucket, functions: list[str]) -> None:
+        acknowledge_wildcards(
             self.task_role,
-            "AwsSolutions-IAM5",
-            "Jobs choose object keys at run time; the grant covers the objects of the one job bucket only.",
-            f"Resource::<{bucket_id}.Arn>/*",
+            "lambda:GetAccountSettings and ec2:DescribeNetworkInterfaces take no resource-level permissions, "
+            "so AWS requires '*'.",
+            "*",
+        )
+        acknowledge_wildcards(
+            self.task_role,
+            "Invoking a worker function by version or alias needs its qualified ARN, FUNCTION:QUALIFIER.",
+            *(f"{f}:*" for f in functions),
+        )
+        acknowledge_wildcards(
+            self.task_role,
+            "Each job's timing log gets a key chosen at run time, under mu-logs/ only.",
+            bucket.arn_for_objects(f"{LOG_PREFIX}*"),
         )
         acknowledge(
             self.task_definition,
             "AwsSolutions-ECS2",
-            "The environment holds resource names (functions, bucket, port), no secrets.",
+            "The environment holds the port, a timeout and the VPC id, no secrets.",
         )
         acknowledge(
             self.task_definition,

@@ -1,83 +1,92 @@
-"""The one stack users deploy: storage, worker functions and the coordinator service."""
+"""The stacks users deploy: storage, worker functions and the coordinator service in the home
+region, and worker functions alone in every further region of ``-c regions=``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Fn, Stack
+from aws_cdk import App, Aws, CfnOutput, Environment, Fn, Stack
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from .access import SubmitPolicy
 from .coordinator import Coordinator
 from .nag import acknowledge
-from .storage import Storage
+from .settings import Settings
+from .storage import Storage, bucket_name
 from .worker import Worker
-
-# Settings a user may change with `-c key=value` (or cdk.json), with their defaults.
-DEFAULTS: dict[str, int] = {
-    "memory": 3008,
-    "timeout": 900,
-    "ephemeral": 2048,
-    "copies": 1,
-    "port": 13579,
-    "scratch_days": 7,
-}
 
 OUTPUT_KEYS = (
     "Bucket",
     "FunctionNames",
+    "Regions",
     "Cluster",
     "TaskDefinition",
     "ContainerName",
     "Subnets",
     "SecurityGroup",
     "LogGroup",
+    "SubmitPolicy",
     "RunTaskCommand",
 )
+DESCRIPTION = "mu: parallel jobs on AWS Lambda workers driven by a Fargate coordinator over mutual TLS"
 
 
-def setting(scope: Construct, name: str) -> int:
-    raw: Any = scope.node.try_get_context(name)
-    if raw is None:
-        return DEFAULTS[name]
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"context '{name}' must be a whole number, got {raw!r} (e.g. -c {name}=...)"
-        ) from None
+def build(app: App, settings: Settings) -> list[Stack]:
+    """The home stack, then one worker stack per further region (``MuStack-us-west-2``, ...)."""
+    if not settings.regions:
+        # Environment-agnostic: deploys to the account and region of the caller's credentials,
+        # and synthesizes offline (availability zones resolve at deploy time through Fn::GetAZs).
+        return [MuStack(app, settings.stack_name, settings=settings, description=DESCRIPTION)]
+    home = MuStack(
+        app, settings.stack_name, settings=settings, description=DESCRIPTION,
+        env=Environment(region=settings.home_region),
+    )  # fmt: skip
+    others: list[Stack] = [
+        WorkerStack(
+            app,
+            f"{settings.stack_name}-{region}",
+            settings=settings,
+            env=Environment(region=region),
+            description=f"{DESCRIPTION} (worker functions in {region})",
+        )
+        for region in settings.regions[1:]
+    ]
+    return [home, *others]
 
 
 class MuStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        storage = Storage(self, "Storage", scratch_days=setting(self, "scratch_days"))
-        worker = Worker(
-            self,
-            "Worker",
-            bucket=storage.bucket,
-            memory_mb=setting(self, "memory"),
-            timeout_s=setting(self, "timeout"),
-            ephemeral_mb=setting(self, "ephemeral"),
-            copies=setting(self, "copies"),
-        )
+        regions = list(settings.regions) or [Aws.REGION]
+        storage = Storage(self, "Storage", name=bucket_name(settings.stack_name, regions[0]))
+        Worker(self, "Worker", bucket=storage.bucket, settings=settings)
         coordinator = Coordinator(
-            self, "Coordinator", bucket=storage.bucket, functions=worker.functions, port=setting(self, "port")
+            self, "Coordinator", bucket=storage.bucket, settings=settings, regions=regions
         )
-        self._outputs(storage, worker, coordinator)
+        submit = SubmitPolicy(self, "Submit", coordinator=coordinator)
+        self._outputs(storage, settings, coordinator, submit, regions)
         self._acknowledge_cdk_internals()
         self._drop_redundant_dependencies()
 
-    def _outputs(self, storage: Storage, worker: Worker, coordinator: Coordinator) -> None:
+    def _outputs(
+        self, storage: Storage, settings: Settings, coordinator: Coordinator, submit: SubmitPolicy,
+        regions: list[str],
+    ) -> None:  # fmt: skip
         subnets = Fn.join(",", [s.subnet_id for s in coordinator.vpc.public_subnets])
+        functions = ",".join(settings.function_names())
+        region_list = Fn.join(",", regions)
         values = {
             "Bucket": storage.bucket.bucket_name,
-            "FunctionNames": Fn.join(",", [f.function_name for f in worker.functions]),
+            "FunctionNames": functions,
+            "Regions": region_list,
             "Cluster": coordinator.cluster.cluster_name,
             "TaskDefinition": coordinator.task_definition.task_definition_arn,
             "ContainerName": coordinator.container.container_name,
             "Subnets": subnets,
             "SecurityGroup": coordinator.security_group.security_group_id,
             "LogGroup": coordinator.log_group.log_group_name,
+            "SubmitPolicy": submit.policy.managed_policy_arn,
         }
         network = Fn.join(
             "",
@@ -102,7 +111,11 @@ class MuStack(Stack):
                 coordinator.container.container_name,
                 '","command":["run","png2y4m","-n","10","-b","',
                 storage.bucket.bucket_name,
-                '","--backend","aws"]}]}\'',
+                '","--backend","aws","--function","',
+                functions,
+                '","--regions","',
+                region_list,
+                "\"]}]}'",
             ],
         )
         for key in OUTPUT_KEYS:
@@ -113,7 +126,7 @@ class MuStack(Stack):
         provider = self.node.try_find_child("Custom::S3AutoDeleteObjectsCustomResourceProvider")
         if provider is not None:
             handler, role = provider.node.find_child("Handler"), provider.node.find_child("Role")
-            handler.remove_dependency(role)  # type: ignore[attr-defined]
+            handler.remove_resource_dependency(role)  # type: ignore[attr-defined]
 
     def _acknowledge_cdk_internals(self) -> None:
         """Resources CDK itself adds (the bucket auto-delete provider) get their reasons here."""
@@ -126,3 +139,16 @@ class MuStack(Stack):
         acknowledge(
             self, "AwsSolutions-L1", "CDK chooses the runtime of its own auto-delete-objects provider."
         )
+
+
+class WorkerStack(Stack):
+    """Worker functions in one more region, with the home stack's names, using its bucket."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        assert settings.home_region is not None
+        bucket = s3.Bucket.from_bucket_name(
+            self, "Data", bucket_name(settings.stack_name, settings.home_region)
+        )
+        Worker(self, "Worker", bucket=bucket, settings=settings)
+        CfnOutput(self, "FunctionNames", value=",".join(settings.function_names()))

@@ -1,4 +1,4 @@
-"""The worker Lambda: ``copies`` identical functions sharing one role, code asset and log group."""
+"""The worker Lambda: ``copies`` identical functions with fixed names sharing one role, code, log group."""
 
 from __future__ import annotations
 
@@ -9,28 +9,20 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from .bundling import HANDLER_PACKAGE, bundling_options
-from .nag import acknowledge
+from .bundling import HANDLER_PACKAGE, binaries_folder, bundling_options, check_binaries
+from .nag import acknowledge, acknowledge_wildcards
+from .settings import Settings
 from .storage import grant_job_data
 
 HANDLER = "lambda_worker.handler.lambda_handler"
+ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
 
 
 class Worker(Construct):
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        bucket: s3.IBucket,
-        memory_mb: int = 3008,
-        timeout_s: int = 900,
-        ephemeral_mb: int = 2048,
-        copies: int = 1,
+        self, scope: Construct, construct_id: str, *, bucket: s3.IBucket, settings: Settings
     ) -> None:
         super().__init__(scope, construct_id)
-        if copies < 1:
-            raise ValueError(f"context 'copies' must be at least 1, got {copies}")
         self.log_group = logs.LogGroup(
             self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
         )
@@ -47,40 +39,62 @@ class Worker(Construct):
             )
         )
         grant_job_data(bucket, self.role, ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"])
+        binaries = binaries_folder(settings.binaries)
+        if Stack.of(self).bundling_required:  # not for cdk destroy, which needs no binaries
+            # Checked here, not only in the bundling callback, so a bad binary stops synth with
+            # one clear line instead of a JavaScript stack trace.
+            check_binaries(binaries, settings.arch)
         code = lambda_.Code.from_asset(
-            str(HANDLER_PACKAGE), asset_hash_type=AssetHashType.OUTPUT, bundling=bundling_options()
+            str(HANDLER_PACKAGE),
+            asset_hash_type=AssetHashType.OUTPUT,
+            bundling=bundling_options(settings.arch, binaries),
         )
+        names = settings.function_names()
         self.functions = [
             lambda_.Function(
                 self,
                 f"Function{i}",
+                function_name=name,
                 runtime=lambda_.Runtime.PYTHON_3_12,
-                architecture=lambda_.Architecture.X86_64,  # the static binaries are built for x86-64
+                architecture=ARCHITECTURES[settings.arch],  # what the bundled binaries are built for
                 handler=HANDLER,
                 code=code,
                 role=self.role,
-                memory_size=memory_mb,
-                timeout=Duration.seconds(timeout_s),
-                ephemeral_storage_size=Size.mebibytes(ephemeral_mb),
+                memory_size=settings.memory,
+                timeout=Duration.seconds(settings.timeout),
+                ephemeral_storage_size=Size.mebibytes(settings.ephemeral),
+                reserved_concurrent_executions=settings.reserved,
                 log_group=self.log_group,
                 environment={"MU_BIN_DIR": "/var/task/bin"},
-                description=f"mu worker (copy {i + 1} of {copies})",
+                description=f"mu worker (copy {i + 1} of {settings.copies})",
             )
-            for i in range(copies)
+            for i, name in enumerate(names)
         ]
-        # CDK makes each function DependsOn the role, which its Role: GetAtt already implies
-        # (cfn-lint W3005); only the policy, which nothing else orders, needs stating.
+        for fn in self.functions:
+            # Lambda's defaults would retry a failed worker twice and hold a throttled invocation
+            # for up to 6 hours: it would start long after the coordinator gave up on it (and
+            # replaced it with --retries), then idle at full memory. An invocation older than
+            # the coordinator's connect timeout is useless, so Lambda drops it instead.
+            fn.configure_async_invoke(
+                retry_attempts=0, max_event_age=Duration.seconds(settings.connect_timeout)
+            )
+        self._order_after_policy()
+        self._acknowledge(bucket)
+
+    def _order_after_policy(self) -> None:
+        """CDK makes each function DependsOn the role, which its Role: GetAtt already implies
+        (cfn-lint W3005); only the policy, which nothing else orders, needs stating."""
         policy = self.role.node.find_child("DefaultPolicy").node.default_child
         for fn in self.functions:
             cfn = fn.node.default_child
             cfn.add_override("DependsOn", [Stack.of(self).get_logical_id(policy)])  # type: ignore[union-attr, arg-type]
-        bucket_id = Stack.of(self).get_logical_id(bucket.node.default_child)  # type: ignore[arg-type]
-        acknowledge(
+
+    def _acknowledge(self, bucket: s3.IBucket) -> None:
+        acknowledge_wildcards(
             self.role,
-            "AwsSolutions-IAM5",
             "Workers read and write objects whose keys each job chooses at run time; the grant covers "
             "the objects of the one job bucket only.",
-            f"Resource::<{bucket_id}.Arn>/*",
+            bucket.arn_for_objects("*"),
         )
         for fn in self.functions:
             acknowledge(
