@@ -15,7 +15,6 @@ import json
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -113,16 +112,14 @@ def events(n: int) -> list[dict[str, object]]:
     return [{**base, "worker": i} for i in range(n)]
 
 
-def run_mu(
-    evs: list[dict[str, object]], url: str, ctx: ssl.SSLContext, max_inflight: int
-) -> dict[str, float]:
+def run_mu(evs: list[dict[str, object]], url: str, ca_file: str, max_inflight: int) -> dict[str, float]:
     from botocore.credentials import Credentials
 
     creds = Credentials("AKIDBENCHMARK", "bench-secret")
     functions = ["mu-worker-0", "mu-worker-1", "mu-worker-2", "mu-worker-3"]
 
     async def go() -> dict[str, float]:
-        la = LambdaLauncher(functions, ["us-east-1"], endpoint_url=url, credentials=creds, ssl_context=ctx,
+        la = LambdaLauncher(functions, ["us-east-1"], endpoint_url=url, credentials=creds, ca_bundle=ca_file,
                             max_inflight=max_inflight)  # fmt: skip
         t0 = time.perf_counter()
         invocations = la.build(evs)
@@ -183,8 +180,7 @@ def main() -> None:
         try:
             url = f"https://127.0.0.1:{port}"
             evs = events(args.n)
-            ctx = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
-            mu = run_mu(evs, url, ctx, args.max_inflight)
+            mu = run_mu(evs, url, str(tmp / "ca.pem"), args.max_inflight)
             b3 = run_boto3(evs, url, str(tmp / "ca.pem"), args.threads)
         finally:
             sink.send_signal(signal.SIGTERM)

@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from coordinator.aws import options as aws_options
 from coordinator.aws.discover import DiscoveryError, task_public_address
+from coordinator.aws.session import AwsError
 from coordinator.core import tls
 from coordinator.core.job import Job
+from coordinator.core.logsink import default_s3_url
 from coordinator.core.relay import Relay
 from coordinator.core.runner import new_job_id, run_job
 from coordinator.core.server import ServerOptions
@@ -21,7 +25,6 @@ from coordinator.core.status import Status
 from coordinator.jobs import job_modules
 from coordinator.jobs import map as map_job
 from coordinator.launch import Launcher, LaunchError
-from coordinator.launch.aws_lambda import LambdaLauncher
 from coordinator.launch.local import LocalLauncher
 
 
@@ -47,13 +50,21 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
     g.add_argument("-m", "--kill-time", type=_positive(float), default=300.0,
                    help="seconds to wait for one reply before failing the worker (300)")  # fmt: skip
-    g.add_argument("--connect-timeout", type=_positive(float), default=300.0,
-                   help="seconds an actor may wait for a worker to connect (300)")  # fmt: skip
+    connect = float(os.environ.get("MU_CONNECT_TIMEOUT", "300"))
+    g.add_argument("--connect-timeout", type=_positive(float), default=connect,
+                   help=f"seconds an actor may wait for a worker to connect ({connect:g})")  # fmt: skip
     g.add_argument("--hello-timeout", type=_positive(float), default=30.0,
                    help="seconds a new connection has to finish TLS and say hello (30)")  # fmt: skip
-    g.add_argument("-O", "--timing-log", default=None, help="write per-worker state timings as JSON here")
+    g.add_argument("-O", "--timing-log", default=None,
+                   help="write per-worker state timings as JSON here (if it cannot, a warning says where)")
+    g.add_argument("--timing-s3", default=None, metavar="s3://BUCKET/KEY",
+                   help="upload the timing log there too (in a Fargate task: s3://BUCKET/mu-logs/JOB_ID/...)")
+    g.add_argument("--job-id", default=None, type=_job_id, help="names the job's keys and logs (JOB-random)")
+    g.add_argument("--max-workers", type=_positive(int), default=1000,
+                   help="refuse a job that needs more workers than this at once (1000)")  # fmt: skip
     g.add_argument("--keys", default=None, help="folder from 'mu genkeys' (default: fresh keys for this job)")
-    g.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"), help="AWS region")
+    g.add_argument("--region", default=None,
+                   help="the bucket's region (AWS_REGION, AWS_DEFAULT_REGION, the profile's)")  # fmt: skip
     g.add_argument(
         "--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3 endpoint override"
     )
@@ -67,27 +78,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--concurrency", type=_positive(int), default=64, help="local backend: processes at once (64)"
     )
-    a = p.add_argument_group("aws backend")
-    a.add_argument(
-        "--function",
-        default=os.environ.get("MU_FUNCTION", ""),
-        help="worker function name(s), comma-separated ($MU_FUNCTION)",
-    )
-    a.add_argument("--regions", default=None, help="regions to invoke in, comma-separated (--region)")
-    a.add_argument(
-        "--max-inflight", type=_positive(int), default=256, help="invocations in flight at once (256)"
-    )
-    a.add_argument(
-        "--launch-deadline",
-        type=_positive(float),
-        default=120.0,
-        help="seconds to keep retrying throttled invocations (120)",
-    )
-    a.add_argument(
-        "--lambda-endpoint",
-        default=os.environ.get("AWS_ENDPOINT_URL_LAMBDA"),
-        help="Lambda endpoint override ($AWS_ENDPOINT_URL_LAMBDA)",
-    )
+    aws_options.add_arguments(p, _positive(int), _positive(float))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,42 +125,53 @@ def validate_run(command: list[str]) -> None:
     parser = build_parser()
     args = parser.parse_args(command)
     try:
-        job_modules()[args.job].make_job(args)
+        aws_options.check(args)
+        check_workers(args, job_modules()[args.job].make_job(args))
     except ValueError as exc:
         parser.error(str(exc))
 
 
-def _names(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _job_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"up to 64 letters, digits, '.', '_' or '-', got {text!r}")
+    return text
 
 
-def make_launcher(args: argparse.Namespace, job_id: str, status: Status) -> Launcher:
-    if args.backend == "aws":
-        return LambdaLauncher(
-            _names(args.function),
-            _names(args.regions or args.region),
-            endpoint_url=args.lambda_endpoint,
-            max_inflight=args.max_inflight,
-            deadline=args.launch_deadline,
-            status=status,
+def check_workers(args: argparse.Namespace, job: Job) -> None:
+    """--max-workers: a typo in --chunk or --workers must not start thousands of Lambdas."""
+    total = job.workers + args.spares
+    if total > args.max_workers:
+        raise ValueError(
+            f"this job needs {total} workers at once, more than --max-workers {args.max_workers}; "
+            "raise --max-workers, or give each worker more work (e.g. a larger --chunk or --frames)"
         )
+
+
+def make_launcher(args: argparse.Namespace, job_id: str, status: Status, workers: int) -> Launcher:
+    if args.backend == "aws":
+        return aws_options.make_launcher(args, workers, status)
     log_dir = args.log_dir or tempfile.mkdtemp(prefix=f"mu-{job_id}-")
     return LocalLauncher(log_dir, concurrency=args.concurrency)
 
 
 def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]) -> int:
     try:
+        aws_options.prepare(args)  # before any AWS call, make_job's included
         job = make_job(args)
+        check_workers(args, job)
     except ValueError as exc:
         parser.error(str(exc))
+    except AwsError as exc:
+        print(f"mu: {exc}", file=sys.stderr)
+        return exc.status
     if args.spares < 0 or args.retries < 0:
         parser.error(f"--spares and --retries must be >= 0, got {args.spares} and {args.retries}")
     if not 0 <= args.speculate < 100:
         parser.error(f"--speculate is a percentage from 0 (off) to below 100, got {args.speculate:g}")
-    job_id = new_job_id(job.name)
+    job_id = args.job_id or new_job_id(job.name)
     status = Status(job.name, job.workers)
     try:
-        launcher = make_launcher(args, job_id, status)
+        launcher = make_launcher(args, job_id, status, job.workers + args.spares)
         keys = tls.read_keys(args.keys) if args.keys else tls.make_job_keys(label=job_id)
     except (LaunchError, FileNotFoundError) as exc:
         print(f"mu: {exc}", file=sys.stderr)
@@ -186,7 +188,8 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
     relay_port = args.relay_port if args.relay_port is not None else (args.port + 1 if args.port else 0)
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
-        timing_log=args.timing_log, spares=args.spares, relay_port=relay_port, retries=args.retries,
+        timing_log=args.timing_log, timing_s3=args.timing_s3 or default_s3_url(job.bucket, job_id),
+        spares=args.spares, relay_port=relay_port, retries=args.retries,
         speculate=args.speculate, deadline=args.deadline, hello_timeout=args.hello_timeout,
     )  # fmt: skip
     try:

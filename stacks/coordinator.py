@@ -14,9 +14,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from coordinator.core.logsink import TIMING_PREFIX
+
 from .nag import acknowledge, acknowledge_wildcards
 from .settings import Settings
-from .storage import LOG_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "coordinator"
@@ -146,7 +147,7 @@ class Coordinator(Construct):
         role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{LOG_PREFIX}*")]
+                actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{TIMING_PREFIX}*")]
             )
         )
 
@@ -165,7 +166,7 @@ class Coordinator(Construct):
         acknowledge_wildcards(
             self.task_role,
             "Each job's timing log gets a key chosen at run time, under mu-logs/ only.",
-            bucket.arn_for_objects(f"{LOG_PREFIX}*"),
+            bucket.arn_for_objects(f"{TIMING_PREFIX}*"),
         )
         acknowledge(
             self.task_definition,

@@ -9,9 +9,6 @@ from constructs import Construct
 
 from .nag import acknowledge
 
-# Where the coordinator puts each job's timing log (--timing-s3's default in the cloud).
-LOG_PREFIX = "mu-logs/"
-
 
 def bucket_name(stack_name: str, home_region: str) -> str:
     """Fixed, so worker stacks in other regions name the bucket without a cross-region reference.

@@ -1,7 +1,9 @@
-"""A local HTTPS endpoint that accepts Lambda Invoke requests, as the launcher tests need.
+"""A local HTTPS endpoint that speaks the Lambda API the launcher uses.
 
-It checks every request's SigV4 signature by recomputing it with botocore, records the
-invocations, answers as a script says, and can run each accepted event as a real local worker.
+Invoke (asynchronous), GetAccountSettings and GetFunctionConcurrency. It checks every
+request's SigV4 signature by recomputing it with botocore, records the invocations, answers
+as a script says, reports the concurrency it is told to, and can run each accepted event as a
+real local worker.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class FakeLambda:
     attempts: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     bad_signatures: int = 0
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    # region -> (ConcurrentExecutions, UnreservedConcurrentExecutions); 1000 of 1000 elsewhere
+    limits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    reserved: dict[tuple[str, str], int] = field(default_factory=dict)  # (function, region) -> N
+    missing: set[tuple[str, str]] = field(default_factory=set)  # (function, region) that do not exist
+    deny_settings: bool = False  # answer GetAccountSettings with AccessDeniedException
+    settings_reads: list[tuple[str, str]] = field(default_factory=list)  # (operation, region)
 
     async def __aenter__(self) -> FakeLambda:
         self.server = await asyncio.start_server(
@@ -70,16 +78,13 @@ class FakeLambda:
                         k, _, v = line.partition(":")
                         headers[k.strip()] = v.strip()
                 body = await reader.readexactly(int(headers.get("Content-Length", "0")))
-                status = self._handle(method, path, headers, body)
-                payload = (
-                    json.dumps({"Type": "User", "message": f"scripted {status}"}).encode()
-                    if status >= 300
-                    else b""
-                )
-                kind = {404: "ResourceNotFoundException", 429: "TooManyRequestsException"}.get(
-                    status, "ServiceException"
-                )
+                status, payload = self._handle(method, path, headers, body)
+                kind = {403: "AccessDeniedException", 404: "ResourceNotFoundException",
+                        429: "TooManyRequestsException"}.get(status, "ServiceException")  # fmt: skip
+                if status >= 300 and not payload:
+                    payload = json.dumps({"Type": "User", "message": f"scripted {status}"}).encode()
                 extra = f"x-amzn-ErrorType: {kind}\r\n" if status >= 300 else ""
+                extra += "Content-Type: application/json\r\n" if payload else ""
                 writer.write(
                     f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n{extra}\r\n".encode() + payload
                 )
@@ -104,12 +109,17 @@ class FakeLambda:
         signature = auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req)
         return signature == m.group(5), region
 
-    def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
+    def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         ok, region = self._verify(method, path, headers, body)
-        m = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
-        if not ok or not m or headers.get("X-Amz-Invocation-Type") != "Event":
+        if not ok:
             self.bad_signatures += 1
-            return 403
+            return 403, b""
+        if method == "GET":
+            return self._settings(path, region)
+        m = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
+        if not m or headers.get("X-Amz-Invocation-Type") != "Event":
+            self.bad_signatures += 1
+            return 403, b""
         function, event = unquote(m.group(1)), json.loads(body)
         worker = event["worker"]
         self.attempts[worker] += 1
@@ -119,8 +129,34 @@ class FakeLambda:
             run = self.run_workers(event) if callable(self.run_workers) else self.run_workers
             if run:
                 asyncio.get_running_loop().create_task(self._start(event))
+        return status, b""
 
-        return status
+    def _settings(self, path: str, region: str) -> tuple[int, bytes]:
+        """GetAccountSettings and GetFunctionConcurrency, as Lambda answers them."""
+        if path.rstrip("/") == "/2016-08-19/account-settings":
+            self.settings_reads.append(("GetAccountSettings", region))
+            if self.deny_settings:
+                return 403, json.dumps({"Type": "User", "Message": "not allowed by test"}).encode()
+            limit, unreserved = self.limits.get(region, (1000, 1000))
+            account = {
+                "ConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": unreserved,
+                "TotalCodeSize": 80530636800,
+                "CodeSizeUnzipped": 262144000,
+                "CodeSizeZipped": 52428800,
+            }
+            doc = {"AccountLimit": account, "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 0}}
+            return 200, json.dumps(doc).encode()
+        m = re.fullmatch(r"/2019-09-30/functions/([^/]+)/concurrency", path)
+        if not m:
+            return 404, b""
+        function = unquote(m.group(1))
+        self.settings_reads.append(("GetFunctionConcurrency", region))
+        if (function, region) in self.missing:
+            return 404, json.dumps({"Type": "User", "Message": f"Function not found: {function}"}).encode()
+        reserved = self.reserved.get((function, region))
+        answer = {} if reserved is None else {"ReservedConcurrentExecutions": reserved}
+        return 200, json.dumps(answer).encode()
 
     async def _start(self, event: dict[str, Any]) -> None:
         proc = await asyncio.create_subprocess_exec(

@@ -1,8 +1,10 @@
 """``mu submit``: run a job's coordinator as a Fargate task of the deployed stack.
 
-It reads the stack's outputs (cluster, task definition, subnets, security group, bucket),
-starts the task with the job's command, prints the task ARN, and with ``--wait`` follows the
-task's log stream and returns the coordinator's exit status.
+It checks the job's options locally first (a typo fails here, before any AWS call or paid
+task), then reads the stack's outputs (cluster, task definition, subnets, security group,
+bucket, worker functions and their regions), starts the task with the job's command, prints
+the task ARN, and with ``--wait`` follows the task's log stream and returns the coordinator's
+exit status. Every AWS error is one line saying what to do; configuration errors exit 2.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from coordinator.aws.session import (
+    USAGE,
+    AwsError,
+    credentials,
+    explain,
+    new_session,
+    resolve_region,
+    use_profile,
+)
+from coordinator.core.logsink import TIMING_PREFIX
+from coordinator.core.runner import new_job_id
+
 DEFAULT_STACK = "MuStack"
 LOG_PREFIX = "mu"  # the awslogs stream prefix in stacks/coordinator.py
 REQUIRED_OUTPUTS = (
@@ -22,40 +36,91 @@ REQUIRED_OUTPUTS = (
     "Subnets",
     "SecurityGroup",
     "Bucket",
+    "FunctionNames",
+    "Regions",
     "LogGroup",
 )
+DENIED_HINT = "attach the stack's SubmitPolicy output to your user or role (README: Permissions)"
+# What stands in for the stack's names while the job's options are checked, before the stack is read.
+PLACEHOLDERS = {"Bucket": "stack-bucket", "FunctionNames": "stack-functions", "Regions": "stack-regions"}
 
 
-class SubmitError(RuntimeError):
+class SubmitError(AwsError):
     pass
 
 
 def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     try:
         described = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except Exception as exc:  # botocore's ClientError for a missing stack, endpoint errors, ...
-        raise SubmitError(
-            f"cannot read stack '{stack}': {exc}; deploy it with 'make deploy' or pass --stack"
-        ) from exc
+    except Exception as exc:
+        error = explain(exc, f"reading stack '{stack}'", DENIED_HINT)
+        if error.code == "ValidationError" and "does not exist" in str(exc):
+            region = cloudformation.meta.region_name
+            raise SubmitError(
+                f"no stack '{stack}' in {region}: deploy it with 'make deploy', or name it with --stack "
+                "and its region with --region",
+                USAGE,
+            ) from exc
+        raise error from exc
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described[0].get("Outputs", [])}
     missing = [k for k in REQUIRED_OUTPUTS if k not in outputs]
     if missing:
         raise SubmitError(
-            f"stack '{stack}' lacks outputs {', '.join(missing)}; is it a mu stack? redeploy it"
+            f"stack '{stack}' lacks outputs {', '.join(missing)}; is it a mu stack of this version? "
+            "redeploy it with 'make deploy'",
+            USAGE,
         )
     return outputs
 
 
-def container_command(job: str, job_args: list[str], outputs: dict[str, str]) -> list[str]:
-    """What the container runs: ``mu run JOB ...`` on the aws backend, listening on every interface."""
+def _given(args: list[str], *names: str) -> str | None:
+    """The value of option ``names`` in ``args`` (``--x V`` or ``--x=V``), or None."""
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(f"{name}="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def timing_url(outputs: dict[str, str], job_id: str) -> str:
+    """The stack's bucket, under mu-logs/: the one place the coordinator's role may write."""
+    return f"s3://{outputs['Bucket']}/{TIMING_PREFIX}{job_id}/timing.json"
+
+
+def container_command(job: str, job_args: list[str], outputs: dict[str, str], job_id: str) -> list[str]:
+    """What the container runs: ``mu run JOB ...`` on the aws backend, listening on every interface.
+
+    The stack's bucket, worker functions and regions, a job id and the timing log's place in S3
+    fill in whatever the user did not give.
+    """
     command = ["run", job, *job_args]
-    if not any(a in ("-b", "--bucket") or a.startswith("--bucket=") for a in job_args):
-        command += ["--bucket", outputs["Bucket"]]
+    defaults = {
+        ("-b", "--bucket"): outputs["Bucket"],
+        ("--function",): outputs["FunctionNames"],
+        ("--regions",): outputs["Regions"],
+        ("--job-id",): job_id,
+        ("--timing-s3",): timing_url(outputs, job_id),
+    }
+    for names, value in defaults.items():
+        if _given(job_args, *names) is None:
+            command += [names[-1], value]
     return [*command, "--backend", "aws", "--host", "0.0.0.0"]
 
 
 def run_task(ecs: Any, outputs: dict[str, str], command: list[str]) -> str:
-    response = ecs.run_task(
+    try:
+        response = _run_task(ecs, outputs, command)
+    except Exception as exc:
+        raise explain(exc, "starting the coordinator task", DENIED_HINT) from exc
+    if response.get("failures") or not response.get("tasks"):
+        raise SubmitError(f"ECS did not start the task: {response.get('failures')}")
+    return str(response["tasks"][0]["taskArn"])
+
+
+def _run_task(ecs: Any, outputs: dict[str, str], command: list[str]) -> Any:
+    return ecs.run_task(
         cluster=outputs["Cluster"],
         taskDefinition=outputs["TaskDefinition"],
         launchType="FARGATE",
@@ -70,9 +135,6 @@ def run_task(ecs: Any, outputs: dict[str, str], command: list[str]) -> str:
         },
         overrides={"containerOverrides": [{"name": outputs["ContainerName"], "command": command}]},
     )
-    if response.get("failures") or not response.get("tasks"):
-        raise SubmitError(f"ECS did not start the task: {response.get('failures')}")
-    return str(response["tasks"][0]["taskArn"])
 
 
 def follow(
@@ -134,30 +196,46 @@ def _print_new_events(
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
         prog="mu submit",
-        description="Run a job's coordinator as a Fargate task of the deployed stack. "
-        "Job options are those of 'mu run JOB'; --bucket defaults to the stack's bucket.",
+        description="Run a job's coordinator as a Fargate task of the deployed stack. Job options are "
+        "those of 'mu run JOB'; the bucket, --function and --regions default to the stack's.",
+        allow_abbrev=False,  # an abbreviation must never take a job option away from the job
     )
     p.add_argument("job", help="the job to run, e.g. png2y4m")
     p.add_argument("--stack", default=DEFAULT_STACK, help=f"the deployed stack's name ({DEFAULT_STACK})")
+    p.add_argument(
+        "--region", default=None, help="the stack's region (AWS_REGION, AWS_DEFAULT_REGION, the profile's)"
+    )
+    p.add_argument("--profile", default=None, help="AWS profile to use, as AWS_PROFILE")
     p.add_argument("--wait", action="store_true", help="follow the task's log and return its exit status")
     return p.parse_known_args(argv)
 
 
 def main(argv: list[str], validate: Callable[[list[str]], None]) -> int:
-    """``validate`` checks ``run JOB ...`` locally, so a typo fails here, not in a paid task."""
+    """``validate`` checks ``run JOB ...`` as ``mu run`` would and exits 2 on a usage error."""
     args, job_args = parse(argv)
-    import boto3
-
+    job_id = _given(job_args, "--job-id") or new_job_id(args.job)
+    validate(container_command(args.job, job_args, PLACEHOLDERS, job_id))
     try:
-        outputs = stack_outputs(boto3.client("cloudformation"), args.stack)
-        command = container_command(args.job, job_args, outputs)
-        validate(command)
-        ecs = boto3.client("ecs")
+        use_profile(args.profile)
+        session = new_session()
+        region = resolve_region(session, args.region)
+        credentials(session)
+        cloudformation = session.create_client("cloudformation", region_name=region)
+        outputs = stack_outputs(cloudformation, args.stack)
+        command = container_command(args.job, job_args, outputs, job_id)
+        ecs = session.create_client("ecs", region_name=region)
         task_arn = run_task(ecs, outputs, command)
         print(task_arn, flush=True)
+        log = _given(command, "--timing-s3")
+        print(f"mu submit: job {job_id} started; its timing log will be {log}", file=sys.stderr, flush=True)
         if not args.wait:
             return 0
-        return follow(ecs, boto3.client("logs"), outputs, task_arn)
-    except SubmitError as exc:
+        try:
+            return follow(ecs, session.create_client("logs", region_name=region), outputs, task_arn)
+        except AwsError:
+            raise
+        except Exception as exc:
+            raise explain(exc, f"following task {task_arn}", DENIED_HINT) from exc
+    except AwsError as exc:
         print(f"mu submit: {exc}", file=sys.stderr)
-        return 1
+        return exc.status

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto as sslproto
 import contextlib
-import json
 import ssl
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 from coordinator.core.gate import READ_SIZE, Gate
 from coordinator.core.job import Job
+from coordinator.core.logsink import deliver, s3_client_factory
 from coordinator.core.machine import Machine
 from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
@@ -112,7 +112,8 @@ class ServerOptions:
     # in a burst at once (Lambdas start together), plus FLOOD_HEADROOM for replacements.
     max_pending: int | None = None
     max_frame: int = DEFAULT_MAX_FRAME
-    timing_log: str | None = None
+    timing_log: str | None = None  # -O FILE
+    timing_s3: str | None = None  # s3://BUCKET/KEY
     spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
     relay_port: int = 0  # for jobs that pass data between workers; 0 picks a free port
 
@@ -209,8 +210,11 @@ class Coordinator:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.status.close()
-        if self.opts.timing_log:
-            self.write_timing_log(self.opts.timing_log)
+        if self.opts.timing_log or self.opts.timing_s3:
+            # A log is a report, not the job: where it cannot go is a warning, never the exit status.
+            s3 = s3_client_factory(self.job.region, self.job.s3_endpoint)
+            doc = self.timing_document()
+            await asyncio.to_thread(deliver, doc, self.opts.timing_log, self.opts.timing_s3, s3)
 
     def _result(self, launcher: LaunchWatch | None) -> JobResult:
         label = self.job.actor_label or (lambda actor: "")
@@ -231,16 +235,14 @@ class Coordinator:
             self.roster.relaunched,
         )
 
-    def write_timing_log(self, path: str) -> None:
-        doc = {
+    def timing_document(self) -> dict[str, Any]:
+        return {
             "job": self.job.name,
             "workers": self.job.workers,
             "rejected_connections": self.rejected,
             "relaunched": self.roster.relaunched,
             "records": [r.timing(self.t0) for r in self.records],
         }
-        with open(path, "w") as f:
-            json.dump(doc, f, indent=1)
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:

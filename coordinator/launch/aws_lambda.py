@@ -7,13 +7,17 @@ import json
 import os
 import random
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from coordinator.aws.session import USAGE, AwsError, explain, new_session
+from coordinator.aws.session import credentials as aws_credentials
 from coordinator.core.status import Status
 from coordinator.launch import Launcher, LaunchError
+from coordinator.launch.capacity import MissingFunctionError, RegionCapacity, advice, read_region, shortfalls
 from coordinator.launch.http import Connection, Endpoint, HTTPError, Response, encode_request
 from coordinator.launch.sigv4 import InvokeSigner
 
@@ -67,42 +71,102 @@ class LambdaLauncher(Launcher):
         functions: list[str],
         regions: list[str],
         *,
+        session: Any = None,
+        credentials: Any = None,
         endpoint_url: str | None = None,
+        ca_bundle: str | None = None,
         max_inflight: int = 256,
         deadline: float = 120.0,
-        credentials: Any = None,
-        ssl_context: ssl.SSLContext | None = None,
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
         status: Status | None = None,
     ) -> None:
+        """``session``: a botocore session (the standard chain by default); ``credentials``
+        replace its credentials. ``endpoint_url`` overrides botocore's endpoint for every region;
+        ``ca_bundle`` (or ``AWS_CA_BUNDLE``) adds a CA for it."""
         if not functions or not all(functions):
             raise LaunchError("name at least one worker function with --function NAME[,NAME...]")
         if not regions or not all(regions):
             raise LaunchError("name at least one region with --regions R1[,R2...]")
         if max_inflight < 1:
             raise LaunchError(f"--max-inflight must be at least 1, got {max_inflight}")
-        override = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
+        self.functions, self.regions = list(functions), list(regions)
+        self._session = session or new_session()
+        if credentials is not None:
+            self._session.set_credentials(credentials.access_key, credentials.secret_key, credentials.token)
         try:
-            endpoints = {r: Endpoint.parse(override or f"https://lambda.{r}.amazonaws.com") for r in regions}
+            self._credentials = aws_credentials(self._session)
+        except AwsError as exc:
+            raise LaunchError(f"{exc}; or use --backend local") from exc
+        bundle = ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
+        self._clients = {r: self._client(r, endpoint_url, bundle) for r in self.regions}
+        try:
+            endpoints = {r: Endpoint.parse(c.meta.endpoint_url) for r, c in self._clients.items()}
         except ValueError as exc:
             raise LaunchError(f"bad Lambda endpoint: {exc}") from exc
-        self.targets = [Target(f, r, endpoints[r]) for r in regions for f in functions]
+        self.targets = [Target(f, r, endpoints[r]) for r in self.regions for f in self.functions]
         self._endpoints = set(endpoints.values())
         self.max_inflight = max_inflight
         self.deadline = deadline
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.status = status
-        self._credentials = credentials if credentials is not None else _default_credentials()
         self._signers: dict[tuple[str, Endpoint], InvokeSigner] = {}
         self._checked: set[Target] = set()
-        self._ssl = ssl_context or ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+        self._ssl = ssl.create_default_context(cafile=bundle)
         self.launched = 0
         self.retried = 0
         self._failed: dict[int, str] = {}
         self._queues: dict[Endpoint, asyncio.Queue[_Invocation]] = {}
         self._lanes: list[asyncio.Task[None]] = []
         self.elapsed = 0.0  # seconds spent sending batches, added up
+
+    def _client(self, region: str, endpoint_url: str | None, bundle: str | None) -> Any:
+        """A botocore Lambda client: its endpoint is the one botocore resolves for the region
+        (partition, FIPS and dual-stack settings, ``AWS_ENDPOINT_URL_LAMBDA``), unless overridden."""
+        from botocore.config import Config
+
+        config = Config(connect_timeout=10, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+        try:
+            return self._session.create_client(
+                "lambda", region_name=region, endpoint_url=endpoint_url, verify=bundle, config=config
+            )
+        except Exception as exc:  # botocore: an invalid region name, a broken profile
+            raise LaunchError(str(explain(exc, f"setting up Lambda in {region!r}"))) from exc
+
+    # -- before launching -----------------------------------------------------------------
+
+    def check_capacity(self, workers: int) -> None:
+        """Refuse a job whose workers Lambda cannot run at once (see ``launch.capacity``).
+
+        Where the settings cannot be read (no permission, an endpoint that lacks the API) it
+        says so and lets the job run; a missing function or refused credentials stop it.
+        """
+        regions: dict[str, RegionCapacity] = {}
+        for region, client in self._clients.items():
+            try:
+                regions[region] = read_region(client, region, self.functions)
+            except MissingFunctionError as exc:
+                raise LaunchError(str(exc)) from None
+            except Exception as exc:
+                error = explain(exc, f"reading Lambda concurrency in {region}")
+                if error.status == USAGE and not error.denied:
+                    raise LaunchError(str(error)) from exc
+                self._say(f"warning: {error}; launching without knowing whether {workers} workers fit")
+        problems = shortfalls(workers, [(t.function, t.region) for t in self.targets], regions)
+        if problems:
+            raise LaunchError(advice(workers, problems))
+        for cap in regions.values():
+            reserved = [f"{f} {n}" for f, n in cap.reserved.items() if n is not None]
+            self._say(
+                f"Lambda in {cap.region}: {cap.unreserved} of {cap.account_limit} concurrent executions "
+                f"unreserved" + (f"; reserved: {', '.join(reserved)}" if reserved else "")
+            )
+
+    def _say(self, text: str) -> None:
+        if self.status is not None:
+            self.status.event(text)
+        else:
+            print(f"mu: {text}", file=sys.stderr)
 
     # -- building requests ----------------------------------------------------------------
 
@@ -254,16 +318,3 @@ def _error_text(response: Response) -> str:
     except ValueError:
         message = response.body[:200].decode(errors="replace")
     return " ".join(p for p in (kind or response.reason, message) if p)
-
-
-def _default_credentials() -> Any:
-    """The standard chain: environment, shared profile, container or instance role."""
-    import botocore.session
-
-    creds = botocore.session.Session().get_credentials()
-    if creds is None:
-        raise LaunchError(
-            "no AWS credentials found (environment, ~/.aws profile, or container role); "
-            "configure them, or use --backend local"
-        )
-    return creds

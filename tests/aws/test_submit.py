@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from coordinator.aws.discover import DiscoveryError, task_public_address
-from coordinator.aws.submit import follow, stack_outputs
+from coordinator.aws.submit import SubmitError, follow, stack_outputs
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,11 @@ def deployed(s3):
     log_group = f"/mu/{cluster}"
     logs.create_log_group(logGroupName=log_group)
     outputs = {
-        "Bucket": "mu-data-bucket", "FunctionNames": "mu-worker-0", "Cluster": cluster,
+        "Bucket": "mu-data-bucket", "FunctionNames": "MuStack-worker-0,MuStack-worker-1",
+        "Regions": "us-east-1,us-west-2", "Cluster": cluster,
         "TaskDefinition": task_def, "ContainerName": "coordinator", "Subnets": ",".join(subnets),
         "SecurityGroup": group, "LogGroup": log_group, "RunTaskCommand": "aws ecs run-task ...",
+        "SubmitPolicy": "arn:aws:iam::123456789012:policy/mu-submit",
     }  # fmt: skip
     stack = f"MuStack{uuid.uuid4().hex[:6]}"
     template = {
@@ -52,59 +55,140 @@ def deployed(s3):
     return {"stack": stack, "outputs": outputs, "subnets": subnets, "group": group}
 
 
-def mu(s3, *args):
-    env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+def mu(s3, *args, env=None):
+    """``mu`` against moto; ``env`` entries set (or with None, remove) variables."""
+    full = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
     return subprocess.run(
-        [sys.executable, "-m", "coordinator", *args], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "coordinator", *args], capture_output=True, text=True, env=full, timeout=120
     )
+
+
+def started_job(proc):
+    """The job id mu submit announces on stderr."""
+    return re.search(r"mu submit: job (\S+) started", proc.stderr).group(1)
 
 
 def test_submit_starts_the_coordinator_task(s3, deployed):
     proc = mu(s3, "submit", "png2y4m", "-n", "3", "-f", "6", "--stack", deployed["stack"])
     assert proc.returncode == 0, proc.stderr
     task_arn = proc.stdout.strip()
+    job = started_job(proc)
+    assert re.fullmatch(r"png2y4m-[0-9a-f]{12}", job)
     out = deployed["outputs"]
     task = s3.client("ecs").describe_tasks(cluster=out["Cluster"], tasks=[task_arn])["tasks"][0]
     assert task["clusterArn"].endswith(f"cluster/{out['Cluster']}")
     assert task["taskDefinitionArn"] == out["TaskDefinition"]
     assert task["launchType"] == "FARGATE"
+    log = f"s3://mu-data-bucket/mu-logs/{job}/timing.json"
     assert task["overrides"]["containerOverrides"] == [
         {
             "name": "coordinator",
             "command": [
-                "run",
-                "png2y4m",
-                "-n",
-                "3",
-                "-f",
-                "6",
-                "--bucket",
-                "mu-data-bucket",
-                "--backend",
-                "aws",
-                "--host",
-                "0.0.0.0",
+                "run", "png2y4m", "-n", "3", "-f", "6",
+                "--bucket", "mu-data-bucket",
+                "--function", "MuStack-worker-0,MuStack-worker-1",
+                "--regions", "us-east-1,us-west-2",
+                "--job-id", job,
+                "--timing-s3", log,
+                "--backend", "aws", "--host", "0.0.0.0",
             ],
         }
-    ]
+    ]  # fmt: skip
+    assert f"its timing log will be {log}" in proc.stderr
     details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
     assert details["subnetId"] in deployed["subnets"]
     eni = s3.client("ec2").describe_network_interfaces(NetworkInterfaceIds=[details["networkInterfaceId"]])
     assert [g["GroupId"] for g in eni["NetworkInterfaces"][0]["Groups"]] == [deployed["group"]]
 
 
-def test_bad_job_options_fail_before_any_task_starts(s3, deployed):
+def test_options_the_user_gives_are_kept(s3, deployed):
+    proc = mu(s3, "submit", "png2y4m", "--stack", deployed["stack"], "-b", "mine", "--function=f1",
+              "--regions", "eu-west-1", "--job-id", "named-job",
+              "--timing-s3", "s3://logs/x.json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = deployed["outputs"]
+    task = s3.client("ecs").describe_tasks(cluster=out["Cluster"], tasks=[proc.stdout.strip()])["tasks"][0]
+    assert task["overrides"]["containerOverrides"][0]["command"] == [
+        "run", "png2y4m", "-b", "mine", "--function=f1", "--regions", "eu-west-1", "--job-id", "named-job",
+        "--timing-s3", "s3://logs/x.json", "--backend", "aws", "--host", "0.0.0.0",
+    ]  # fmt: skip
+    assert started_job(proc) == "named-job"
+
+
+def no_aws(tmp_path):
+    """An environment with no AWS configuration at all: no region, no credentials, no profile."""
+    env = {k: None for k in os.environ if k.startswith("AWS_")}
+    return env | {
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def test_bad_job_options_fail_before_any_aws_call(s3, deployed, tmp_path):
     ecs = s3.client("ecs")
     before = len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"])
-    proc = mu(s3, "submit", "png2y4m", "-n", "0", "--stack", deployed["stack"])
+    # No region, no credentials, and every endpoint dead: only a local check can answer.
+    dead = {**no_aws(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    proc = mu(s3, "submit", "png2y4m", "-n", "0", "--stack", deployed["stack"], env=dead)
     assert proc.returncode == 2 and "--workers must be at least 1" in proc.stderr
+    proc = mu(s3, "submit", "png2y4m", "-n", "5000", "--stack", deployed["stack"], env=dead)
+    assert proc.returncode == 2 and "more than --max-workers 1000" in proc.stderr
+    proc = mu(s3, "submit", "png2y4m", "--timing-s3", "s3://bucket-only/", env=dead)
+    assert proc.returncode == 2 and "--timing-s3 must look like s3://BUCKET/KEY" in proc.stderr
     assert len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"]) == before
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("region", "mu submit: no AWS region: pass --region, set AWS_DEFAULT_REGION, or give your"),
+        ("credentials", "mu submit: no AWS credentials found (environment, profile, SSO, container or"),
+    ],
+)
+def test_no_region_or_no_credentials_is_one_line_and_exit_2(s3, deployed, tmp_path, drop, message):
+    env = no_aws(tmp_path) | {"AWS_ENDPOINT_URL": s3.endpoint}
+    if drop == "credentials":
+        env |= {"AWS_DEFAULT_REGION": "us-east-1"}
+    else:
+        env |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = mu(s3, "submit", "png2y4m", "--stack", deployed["stack"], env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(message)
+
+
+def test_region_and_credentials_from_a_named_profile(s3, deployed, tmp_path):
+    config, credentials = tmp_path / "config", tmp_path / "credentials"
+    config.write_text("[profile mu-user]\nregion = us-east-1\n")
+    credentials.write_text("[mu-user]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    env = no_aws(tmp_path) | {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_CONFIG_FILE": str(config),
+                              "AWS_SHARED_CREDENTIALS_FILE": str(credentials)}  # fmt: skip
+    proc = mu(s3, "submit", "png2y4m", "--stack", deployed["stack"], "--profile", "mu-user", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("arn:aws:ecs:us-east-1:")
+    proc = mu(s3, "submit", "png2y4m", "--stack", deployed["stack"], "--profile", "nobody", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "mu submit: The config profile (nobody) could not be found: check --profile or AWS_PROFILE "
+        "('aws configure list-profiles' lists them)"
+    )
 
 
 def test_missing_stack_is_a_clear_error(s3):
     proc = mu(s3, "submit", "png2y4m", "--stack", "NoSuchStack")
-    assert proc.returncode == 1
-    assert "cannot read stack 'NoSuchStack'" in proc.stderr and "make deploy" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "mu submit: no stack 'NoSuchStack' in us-east-1: deploy it with 'make deploy', or name it with "
+        "--stack and its region with --region"
+    )
+    proc = mu(s3, "submit", "png2y4m", "--stack", "NoSuchStack", "--region", "eu-west-1")
+    assert proc.returncode == 2 and "no stack 'NoSuchStack' in eu-west-1" in proc.stderr
 
 
 def test_stack_without_mu_outputs_is_refused(s3):
@@ -114,8 +198,9 @@ def test_stack_without_mu_outputs_is_refused(s3):
         "Outputs": {"Bucket": {"Value": "b"}},
     }
     cfn.create_stack(StackName="NotMu", TemplateBody=json.dumps(body))
-    with pytest.raises(Exception, match="lacks outputs Cluster"):
+    with pytest.raises(SubmitError, match="lacks outputs Cluster") as caught:
         stack_outputs(cfn, "NotMu")
+    assert caught.value.status == 2
 
 
 def test_wait_follows_the_log_and_returns_the_exit_status(s3, deployed):
@@ -158,21 +243,45 @@ def metadata_endpoint():
     server.shutdown()
 
 
-def test_address_discovery_from_task_metadata_and_the_eni(s3, metadata_endpoint):
+def test_address_discovery_by_the_tasks_mac_in_its_own_vpc(s3, metadata_endpoint):
+    """Two VPCs use the same CIDR, so the same private IP exists twice: the MAC from task
+    metadata and the stack's VPC pick the task's own interface."""
     ec2 = s3.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
-    eni = ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.30.1.57")["NetworkInterface"]
-    eip = ec2.allocate_address(Domain="vpc")
-    ec2.associate_address(AllocationId=eip["AllocationId"], NetworkInterfaceId=eni["NetworkInterfaceId"])
+    enis = {}
+    for name in ("other", "ours"):
+        vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
+        eni = ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.30.1.57")["NetworkInterface"]
+        eip = ec2.allocate_address(Domain="vpc")
+        ec2.associate_address(AllocationId=eip["AllocationId"], NetworkInterfaceId=eni["NetworkInterfaceId"])
+        enis[name] = (vpc, subnet, eni["MacAddress"], eip["PublicIp"])
+    vpc, subnet, mac, public = enis["ours"]
     _Metadata.task = {"Containers": [{"Name": "coordinator", "Networks": [
-        {"NetworkMode": "awsvpc", "IPv4Addresses": ["10.30.1.57"]}]}]}  # fmt: skip
-    assert task_public_address(metadata_endpoint, ec2) == eip["PublicIp"]
+        {"NetworkMode": "awsvpc", "IPv4Addresses": ["10.30.1.57"], "MACAddress": mac}]}]}  # fmt: skip
+    assert task_public_address(metadata_endpoint, ec2, vpc_id=vpc) == public
+    other_vpc = enis["other"][0]
+    with pytest.raises(
+        DiscoveryError, match=rf"no network interface with 10.30.1.57 \(MAC {mac}\) in {other_vpc}"
+    ):
+        task_public_address(metadata_endpoint, ec2, vpc_id=other_vpc)
 
-    ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.30.1.58")
-    _Metadata.task = {"Containers": [{"Networks": [{"IPv4Addresses": ["10.30.1.58"]}]}]}
+    no_public = ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.30.1.58")[
+        "NetworkInterface"
+    ]
+    _Metadata.task = {"Containers": [{"Networks": [
+        {"IPv4Addresses": ["10.30.1.58"], "MACAddress": no_public["MacAddress"]}]}]}  # fmt: skip
     with pytest.raises(DiscoveryError, match=r"has no public IP.*assignPublicIp=ENABLED"):
-        task_public_address(metadata_endpoint, ec2)
+        task_public_address(metadata_endpoint, ec2, vpc_id=vpc)
+
+
+def test_discovery_failure_from_aws_is_one_line(metadata_endpoint, tmp_path):
+    import boto3
+
+    _Metadata.task = {"Containers": [{"Networks": [{"IPv4Addresses": ["10.30.1.57"]}]}]}
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                       aws_access_key_id="a", aws_secret_access_key="b")  # fmt: skip
+    with pytest.raises(DiscoveryError, match=r"finding the task's network interface: Could not connect"):
+        task_public_address(metadata_endpoint, ec2, vpc_id="vpc-1")
 
 
 def test_discovery_outside_ecs_asks_for_advertise(monkeypatch):
