@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds a new connection has to finish TLS and say HELLO_STATE (30)")  # fmt: skip
     rl.add_argument("--max-pending", type=_positive(int), default=4096,
                     help="connections allowed before HELLO_STATE at once; more are cut (4096)")  # fmt: skip
+    rl.add_argument("--stall-timeout", type=_positive(float), default=60.0,
+                    help="seconds a peer may take nothing before it is disconnected (60)")  # fmt: skip
     gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
     gk.add_argument("dir")
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
@@ -216,6 +218,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             max_held_bytes=args.max_held_mb << 20,
             hello_timeout=args.hello_timeout,
             max_pending=args.max_pending,
+            stall_seconds=args.stall_timeout,
         )
 
         port = await relay.start(args.host, args.port)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 from coordinator.core.job import Job
 from coordinator.core.machine import CommandListState, MachineState, TerminalState
-from coordinator.core.tls import JobKeys, server_context
+from coordinator.core.tls import SERVER_NAME, JobKeys, server_context, worker_context
 from lambda_worker.event import parse_event
 from lambda_worker.session import Session
 from lambda_worker.tlsconf import client_context
@@ -128,6 +129,22 @@ async def settle(session: Session, timeout: float = 30) -> None:
     """Wait for the session's background (nonblock) commands to finish."""
     while session._background:
         await asyncio.wait_for(asyncio.gather(*session._background), timeout)
+
+
+async def relay_peer(
+    keys: JobKeys, port: int, hello: bytes, rcvbuf: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw mutual-TLS peer at the relay that has said ``hello``. ``rcvbuf`` fixes its socket's
+    receive buffer, so the kernel cannot soak up what a test sends to a peer that never reads."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    r, w = await asyncio.open_connection(sock=sock, ssl=worker_context(keys), server_hostname=SERVER_NAME)
+    w.write(encode(hello))
+    await w.drain()
+    return r, w
 
 
 class RelayThread:

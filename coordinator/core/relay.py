@@ -14,6 +14,12 @@ closed. Mail expires after ``hold_seconds`` and its total size is bounded; copie
 delivered are evicted first, and anything undelivered that is dropped is logged.
 :class:`RelayCore` holds all of that logic without sockets; :class:`Relay` is the asyncio
 mutual-TLS shell around it.
+
+The shell applies backpressure: after handing a message to a recipient's connection it waits
+until that connection has taken it (asyncio's write buffer is below its 64 KiB mark) before it
+reads more from the sender, so a recipient that does not read holds at most one message in the
+relay's memory and its senders wait in TCP instead. A recipient that takes nothing for
+``stall_seconds`` is disconnected (its mail stays in its mailbox for when it says hello again).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coordinator.core.gate import READ_SIZE, Gate
+from coordinator.core.gate import READ_SIZE, Gate, limit_tls_buffers
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024
+DEFAULT_STALL_SECONDS = 60.0
 
 Address = tuple[str, str]  # (prefix, peer id as int() writes it)
 PEER_ID = re.compile(r"\s*[+-]?[0-9]{1,18}\s*")  # what mu's int() took, ASCII digits only
@@ -176,9 +183,11 @@ class Relay:
         max_frame: int = DEFAULT_MAX_FRAME,
         hello_timeout: float = 30.0,
         max_pending: int = 4096,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
     ) -> None:
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.core = RelayCore(hold_seconds, max_held_bytes, self.log)
+        self.stall_seconds = stall_seconds
         self.gate = Gate(ssl_context, hello_timeout, max_pending, self.log, label="relay: ")
         self.max_frame = max_frame
         self._writers: dict[int, asyncio.StreamWriter] = {}
@@ -193,6 +202,7 @@ class Relay:
         return self.gate.rejected
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        limit_tls_buffers()
         try:
             self._server = await asyncio.start_server(self._accept, host, port, backlog=4096)
         except OSError as exc:
@@ -235,16 +245,16 @@ class Relay:
                 return
             self._writers[conn] = writer
             try:
-                self._deliver(self.core.hello(conn, messages[0]))
+                deliveries = self.core.hello(conn, messages[0])
             except RelayError as exc:
                 self.gate.reject(f"{host}:{port}", str(exc))
                 return
+            await self._deliver(deliveries)
             for msg in messages[1:]:
-                self._deliver(self.core.message(conn, msg))
+                await self._deliver(self.core.message(conn, msg))
             while data := await reader.read(READ_SIZE):
                 for msg in decoder.feed(data):
-                    self._deliver(self.core.message(conn, msg))
-                await writer.drain()
+                    await self._deliver(self.core.message(conn, msg))
         except (RelayError, ProtocolError) as exc:
             self.log(f"relay: closing connection {conn}: {exc}")
         except (ssl.SSLError, ConnectionError, OSError) as exc:
@@ -256,12 +266,23 @@ class Relay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2)
 
-    def _deliver(self, deliveries: list[Delivery]) -> None:
+    async def _deliver(self, deliveries: list[Delivery]) -> None:
+        """Write each message and wait until its recipient has taken it: backpressure."""
         for target, payload in deliveries:
             writer = self._writers.get(target)
-            if writer is None:
+            if writer is None or writer.is_closing():
                 continue
             if payload is None:
                 writer.close()  # its serving task sees the end and cleans up
-            else:
-                writer.write(encode(payload))
+                continue
+            writer.write(encode(payload))
+            try:
+                await asyncio.wait_for(writer.drain(), self.stall_seconds)
+            except TimeoutError:
+                peer = self.core.peers.get(target)
+                who = f"peer {peer.me[1]} of {peer.me[0]}" if peer else f"connection {target}"
+                self.log(f"relay: {who} took nothing for {self.stall_seconds:g} s; closing its connection "
+                         "(its mail stays for when it connects again)")  # fmt: skip
+                writer.transport.abort()
+            except (ConnectionError, ssl.SSLError, OSError):
+                pass  # the recipient is gone; its serving task cleans up

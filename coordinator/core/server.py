@@ -8,7 +8,6 @@ module has no job logic and no failure policy of its own.
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto as sslproto
 import contextlib
 import ssl
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from coordinator.core.gate import READ_SIZE, Gate
+from coordinator.core.gate import READ_SIZE, Gate, limit_tls_buffers
 from coordinator.core.job import Job
 from coordinator.core.logsink import deliver, s3_client_factory
 from coordinator.core.machine import Machine
@@ -26,15 +25,6 @@ from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 FLOOD_HEADROOM = 1024
-
-# asyncio's TLS transport zero-fills a 256 KiB receive buffer for every connection, which is
-# most of a connection's memory. TLS records are at most 16 KiB, so 32 KiB loses nothing;
-# benchmarks/coordinator_capacity.py measured peak RSS per worker falling about five-fold.
-TLS_BUFFER = 32 * 1024
-
-
-def limit_tls_buffers() -> None:
-    sslproto.SSLProtocol.max_size = min(sslproto.SSLProtocol.max_size, TLS_BUFFER)
 
 
 class LaunchWatch(Protocol):

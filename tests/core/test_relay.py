@@ -12,7 +12,7 @@ import pytest
 from coordinator.core.relay import Relay, RelayCore, RelayError
 from coordinator.core.tls import SERVER_NAME, make_job_keys, server_context, worker_context
 from lambda_worker.wire import Decoder, encode
-from tests.helpers import scan_input, scan_reference
+from tests.helpers import relay_peer, scan_input, scan_reference
 
 
 class Clock:
@@ -174,6 +174,50 @@ def test_tls_relay_end_to_end():
     got, foreign, _lines = asyncio.run(scenario())
     assert got == [b"first", b"second"]
     assert foreign == b"" or isinstance(foreign, Exception)
+
+
+def test_a_recipient_that_does_not_read_holds_one_message_and_is_cut_when_stalled():
+    """Backpressure: the relay stops reading from a sender while its recipient has not taken the
+    last message, so a recipient that never reads costs one message, not everything sent to it;
+    after --stall-timeout it is disconnected and what follows goes to its (bounded) mailbox."""
+    keys = make_job_keys()
+    mib = 1 << 20
+
+    async def scenario():
+        lines = []
+        relay = Relay(server_context(keys), log=lines.append, stall_seconds=1.5, max_held_bytes=4 * mib)
+        port = await relay.start()
+
+        taken = []
+        message = relay.core.message
+        relay.core.message = lambda conn, data: taken.append(len(data)) or message(conn, data)
+
+        _r1, w1 = await relay_peer(keys, port, b"HELLO_STATE:bp:1:0", rcvbuf=64 * 1024)  # never reads
+        _r0, w0 = await relay_peer(keys, port, b"HELLO_STATE:bp:0:1")
+        for i in range(30):
+            w0.write(encode(bytes([i]) * mib))
+        sending = asyncio.create_task(w0.drain())
+        buffered = []
+        for _ in range(100):  # 1 s, before the stall timeout
+            sizes = [w.transport.get_write_buffer_size() for w in relay._writers.values()]
+            buffered.append(max(sizes, default=0))
+            await asyncio.sleep(0.01)
+        taken_while_stalled = len(taken)
+        await asyncio.wait_for(sending, 20)
+        for _ in range(100):  # the stalled recipient is cut; the relay reads the rest
+            if len(taken) == 30:
+                break
+            await asyncio.sleep(0.1)
+        await relay.close()
+        w1.close()
+        w0.close()
+        return max(buffered), taken_while_stalled, len(taken), relay.core, lines
+
+    most, while_stalled, total, core, lines = asyncio.run(scenario())
+    assert while_stalled <= 10 and total == 30  # the relay stopped reading from the sender, then went on
+    assert most <= 1.2 * mib  # one message in flight to the recipient, not 30
+    assert any("peer 1 of bp took nothing for 1.5 s; closing its connection" in line for line in lines)
+    assert core.held_bytes <= 4 * mib and core.dropped > 0  # the rest: mailbox up to its cap, then dropped
 
 
 def test_scan_chain_matches_a_serial_computation(s3, tmp_path, png2y4m):

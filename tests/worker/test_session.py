@@ -13,10 +13,10 @@ import zlib
 import pytest
 
 from coordinator.core.relay import Relay
-from coordinator.core.tls import SERVER_NAME, server_context, worker_context
+from coordinator.core.tls import server_context
 from lambda_worker import process
 from lambda_worker.wire import Decoder, encode
-from tests.helpers import local_session, settle
+from tests.helpers import local_session, relay_peer, settle
 
 
 def run(coro):
@@ -172,12 +172,7 @@ class Partner:
 
     @classmethod
     async def join(cls, keys, port: int, hello: bytes) -> Partner:
-        r, w = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=worker_context(keys), server_hostname=SERVER_NAME
-        )
-        w.write(encode(hello))
-        await w.drain()
-        return cls(r, w)
+        return cls(*await relay_peer(keys, port, hello))
 
     async def recv(self) -> bytes:
         while not self.got:
