@@ -59,6 +59,7 @@ destroy: $(STAMP) cdk-cli
 bench: $(STAMP) binaries
 	$(PY) benchmarks/coordinator_capacity.py
 	$(PY) benchmarks/launch_rate.py
+	$(PY) benchmarks/worker_output.py
 
 clean:
 	$(MAKE) -C binaries clean

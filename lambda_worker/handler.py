@@ -23,7 +23,7 @@ from .event import EventError, WorkerEvent, parse_event
 from .session import Session
 from .tlsconf import client_context
 
-CLOSE_WAIT = 5.0  # seconds to let cancelled S3 transfers wind down before returning
+CLOSE_WAIT = 2.0  # seconds to let cancelled S3 transfers wind down before returning
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:

@@ -179,7 +179,7 @@ class Session:
         assert self.deadline_at is not None
         margin = deadline_margin(self.deadline_at - time.monotonic())
         await asyncio.sleep(max(0.0, self.deadline_at - margin - time.monotonic()))
-        why = f"the Lambda invocation reaches its time limit in {margin:g} s"
+        why = f"the Lambda invocation reaches its time limit in {margin:.1f} s"
         self.log(f"{why}; stopping and cleaning up")
         for what in list(self._inflight.values()) or ["worker"]:
             await self.send(cmds.fail(f"{what}: {why}; stopped and cleaned up"))
