@@ -9,8 +9,14 @@ export CDK_DISABLE_CLI_TELEMETRY := 1
 # jsii warns on every CDK call that Node 20 is past end-of-life; the CLI and library still work.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 CDK := node_modules/.bin/cdk
+# The worker functions' CPU: `make deploy ARCH=arm64` builds the tools for AArch64 (Graviton) and
+# deploys arm64 functions. The coordinator image is x86-64 either way.
+ARCH ?= x86_64
+# `make deploy` waits for approval of changes that widen access; a pipeline may set APPROVAL=never.
+APPROVAL ?= broadening
 
-.PHONY: all venv binaries cdk-cli lint test demo bench deploy destroy synth clean
+.PHONY: all venv binaries binaries-x86_64 binaries-arm64 arm64-if-possible cdk-cli lint test demo bench \
+	deploy destroy synth clean
 
 all: test
 
@@ -27,6 +33,33 @@ venv: $(STAMP)
 binaries:
 	$(MAKE) -C binaries check
 
+binaries-x86_64: binaries
+
+CROSS_ARM64 := gcc-aarch64-linux-gnu libc6-dev-arm64-cross libpng-dev:arm64 zlib1g-dev:arm64
+HAVE_ARM64 := command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && test -f /usr/lib/aarch64-linux-gnu/libpng16.a
+CAN_APT := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
+
+# AArch64 tools in binaries/bin-arm64, cross-compiled. As root on Debian or Ubuntu the cross
+# compiler and arm64 libpng and zlib are installed here; anyone else is told what to install.
+binaries-arm64:
+	@$(HAVE_ARM64) || { \
+	  if $(CAN_APT); then \
+	    echo "installing the AArch64 cross compiler and arm64 libpng and zlib"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    dpkg --add-architecture arm64 && apt-get update -qq && \
+	      apt-get install -y -qq --no-install-recommends $(CROSS_ARM64) >/dev/null; \
+	  else \
+	    echo "binaries for arm64 need a cross compiler and arm64 libraries; as root on Debian or Ubuntu:" \
+	      "dpkg --add-architecture arm64 && apt-get update && apt-get install $(CROSS_ARM64)" >&2; \
+	    exit 1; \
+	  fi; }
+	$(MAKE) -C binaries ARCH=arm64 check
+
+# The suite checks the arm64 build wherever it can be made (root with apt, or the toolchain at hand).
+arm64-if-possible:
+	@if $(HAVE_ARM64) || $(CAN_APT); then $(MAKE) --no-print-directory binaries-arm64; \
+	else echo "note: no AArch64 cross compiler here, so the arm64 tests are skipped (make binaries-arm64)"; fi
+
 # The CDK CLI pinned by package-lock.json.
 node_modules/.installed-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -38,23 +71,23 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: $(STAMP) binaries lint cdk-cli
+test: $(STAMP) binaries arm64-if-possible lint cdk-cli
 	$(PY) -m pytest
 
 demo: $(STAMP) binaries
 	$(VENV)/bin/mu demo
 
 # Settings: `make synth CDK_ARGS="-c copies=4 -c regions=us-east-1,us-west-2"` (README lists them).
-synth: $(STAMP) binaries cdk-cli
-	$(CDK) synth --no-notices -q $(CDK_ARGS)
+synth: $(STAMP) binaries-$(ARCH) cdk-cli
+	$(CDK) synth --no-notices -q -c arch=$(ARCH) $(CDK_ARGS)
 
 # Deploy to the account of your AWS credentials, in their region or in -c regions=... .
 # IAM and security-group changes that widen access wait for your approval.
-deploy: $(STAMP) binaries cdk-cli
-	$(CDK) deploy --all --no-notices --require-approval broadening $(CDK_ARGS)
+deploy: $(STAMP) binaries-$(ARCH) cdk-cli
+	$(CDK) deploy --all --no-notices --require-approval $(APPROVAL) -c arch=$(ARCH) $(CDK_ARGS)
 
 destroy: $(STAMP) cdk-cli
-	$(CDK) destroy --all --no-notices --force $(CDK_ARGS)
+	$(CDK) destroy --all --no-notices --force -c arch=$(ARCH) $(CDK_ARGS)
 
 bench: $(STAMP) binaries
 	$(PY) benchmarks/coordinator_capacity.py

@@ -19,7 +19,7 @@ from .elf import problem
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PACKAGE = ROOT / "lambda_worker"
-BINARIES = ROOT / "binaries" / "bin"
+BINARIES = {"x86_64": ROOT / "binaries" / "bin", "arm64": ROOT / "binaries" / "bin-arm64"}
 REQUIRED_BINARIES = ("png2y4m",)
 
 
@@ -27,20 +27,20 @@ class BundlingError(RuntimeError):
     pass
 
 
-def check_binaries(folder: Path = BINARIES, arch: str = "x86_64") -> list[Path]:
+def check_binaries(folder: Path = BINARIES["x86_64"], arch: str = "x86_64") -> list[Path]:
     """Every file in ``folder``, once each is known to be a static Linux program for ``arch``."""
     missing = [name for name in REQUIRED_BINARIES if not (folder / name).is_file()]
     if missing:
         raise BundlingError(
-            f"{', '.join(missing)} missing from {folder}; "
-            "build the static tools with 'make -C binaries' (on x86-64 Linux) first"
+            f"{', '.join(missing)} missing from {folder}; build the static tools with "
+            f"'make binaries-{arch}' first"
         )
     files = sorted(p for p in folder.iterdir() if p.is_file())
     problems = [why for why in (problem(p, arch) for p in files) if why]
     if problems:
         raise BundlingError(
-            f"cannot bundle {folder}: {'; '.join(problems)}. Build the tools on {arch} Linux with "
-            "'make -C binaries' (it links with -static), or point -c binaries=DIR at such a build"
+            f"cannot bundle {folder}: {'; '.join(problems)}. Build the tools with 'make binaries-{arch}' "
+            "on x86-64 Linux (it links them with -static), or point -c binaries=DIR at such a build"
         )
     return files
 
@@ -65,9 +65,9 @@ class WorkerBundle:
         return True
 
 
-def binaries_folder(setting: str | None) -> Path:
-    """``-c binaries=DIR`` (relative to the checkout), else ``binaries/bin``."""
-    return (ROOT / setting).resolve() if setting else BINARIES
+def binaries_folder(setting: str | None, arch: str) -> Path:
+    """``-c binaries=DIR`` (relative to the checkout), else ``binaries/bin`` or ``binaries/bin-arm64``."""
+    return (ROOT / setting).resolve() if setting else BINARIES[arch]
 
 
 def bundling_options(arch: str, folder: Path) -> BundlingOptions:

@@ -27,7 +27,7 @@ NUMBERS: dict[str, tuple[int | None, int, int, str]] = {
     "reserved": (None, 1, 100_000, "reserved concurrency per worker function"),
     "connect_timeout": (300, 60, 21600, "seconds a worker may take to connect; Lambda's maximum event age"),
 }
-ARCHITECTURES = ("x86_64",)
+ARCHITECTURES = ("x86_64", "arm64")  # the worker functions' CPU; the tools must match
 STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,29}")
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 
@@ -46,7 +46,7 @@ class Settings:
     # Empty: one environment-agnostic stack in the deploying credentials' region. Otherwise the
     # first region holds the bucket and the coordinator, and every region gets worker functions.
     regions: tuple[str, ...] = ()
-    binaries: str | None = None  # folder of the static tools; default binaries/bin
+    binaries: str | None = None  # folder of the static tools; default binaries/bin (bin-arm64)
 
     @classmethod
     def from_context(cls, node: Node) -> Settings:

@@ -39,7 +39,7 @@ class Worker(Construct):
             )
         )
         grant_job_data(bucket, self.role, ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"])
-        binaries = binaries_folder(settings.binaries)
+        binaries = binaries_folder(settings.binaries, settings.arch)
         if Stack.of(self).bundling_required:  # not for cdk destroy, which needs no binaries
             # Checked here, not only in the bundling callback, so a bad binary stops synth with
             # one clear line instead of a JavaScript stack trace.

@@ -371,7 +371,7 @@ def test_settings_defaults():
         ("memory", "lots", r"'memory' must be a whole number \(Lambda memory in MB\), got 'lots'"),
         ("regions", "us-east-1,mars", r"'regions' must be region names separated by commas"),
         ("regions", "us-east-1,us-east-1", r"names a region twice"),
-        ("arch", "sparc", r"'arch' must be one of x86_64, got 'sparc'"),
+        ("arch", "sparc", r"'arch' must be one of x86_64, arm64, got 'sparc'"),
         ("stack_name", "my_stack", r"'stack_name' must be a letter then up to 29 letters, digits or hyphens"),
     ],
 )
@@ -418,12 +418,12 @@ def test_synth_refuses_a_binary_that_is_not_static_x86_64(tmp_path, make, messag
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mu: cannot bundle {folder}: ")
-    assert re.search(message, last) and "make -C binaries" in last and "Traceback" not in proc.stderr
+    assert re.search(message, last) and "make binaries-x86_64" in last and "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "MuStack.template.json").exists()
 
 
 def test_bundling_refuses_missing_and_foreign_files(tmp_path):
-    with pytest.raises(BundlingError, match=r"png2y4m missing from .*make -C binaries"):
+    with pytest.raises(BundlingError, match=r"png2y4m missing from .*'make binaries-x86_64' first"):
         check_binaries(tmp_path)
     (tmp_path / "png2y4m").write_text("#!/bin/sh\necho hi\n")
     with pytest.raises(BundlingError, match=r"png2y4m is a script, not a compiled program"):
@@ -433,6 +433,47 @@ def test_bundling_refuses_missing_and_foreign_files(tmp_path):
         check_binaries(tmp_path)
 
 
+def test_tools_for_one_cpu_are_refused_for_the_other(png2y4m, tmp_path):
+    with pytest.raises(
+        BundlingError, match=r"png2y4m is built for x86_64 \(64-bit\), but the workers run on arm64"
+    ):
+        check_binaries(png2y4m.parent, "arm64")
+    aarch64_exit0(tmp_path / "png2y4m")
+    assert check_binaries(tmp_path, "arm64") == [tmp_path / "png2y4m"]
+
+
+ARM64_TOOLS = ROOT / "binaries" / "bin-arm64"
+
+
+@pytest.fixture(scope="module")
+def arm64_template(tmp_path_factory):
+    """The default app with -c arch=arm64, bundling the cross-built tools of binaries/bin-arm64."""
+    if not (ARM64_TOOLS / "png2y4m").exists():
+        pytest.skip("no AArch64 tools in binaries/bin-arm64: 'make binaries-arm64' cross-compiles them")
+    out = tmp_path_factory.mktemp("cdk.out.arm64")
+    app = cdk.App(outdir=str(out), context={"arch": "arm64"})
+    (stack,) = build(app, Settings.from_context(app.node))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    assembly = app.synth()
+    return Template.from_stack(stack), Path(assembly.directory)
+
+
+def test_arm64_workers_run_the_cross_built_tools(arm64_template):
+    template, out = arm64_template
+    (fn,) = template.find_resources("AWS::Lambda::Function", WORKER).values()
+    assert fn["Properties"]["Architectures"] == ["arm64"]
+    asset = out / f"asset.{fn['Properties']['Code']['S3Key'].split('.')[0]}"
+    tools = sorted(p.name for p in (asset / "bin").iterdir())
+    assert tools == sorted(p.name for p in ARM64_TOOLS.iterdir()) and "png2y4m" in tools
+    for tool in tools:
+        info = read(asset / "bin" / tool)
+        assert info.machine == "arm64" and info.bits == 64 and info.static, tool
+    # The coordinator is x86-64 whatever the workers run on.
+    template.has_resource_properties(
+        "AWS::ECS::TaskDefinition", {"RuntimePlatform": Match.object_like({"CpuArchitecture": "X86_64"})}
+    )
+
+
 def test_the_elf_reader_agrees_with_readelf(tmp_path, png2y4m):
     """Our pure-Python reading of each kind of binary matches binutils' on the same file."""
     readelf = shutil.which("readelf")
@@ -440,7 +481,9 @@ def test_the_elf_reader_agrees_with_readelf(tmp_path, png2y4m):
         pytest.skip("binutils' readelf is not installed")
     aarch64_exit0(tmp_path / "arm")
     dynamic_hello(tmp_path / "dyn")
-    for path, machine in ((png2y4m, "x86_64"), (tmp_path / "arm", "arm64"), (tmp_path / "dyn", "x86_64")):
+    cases = [(png2y4m, "x86_64"), (tmp_path / "arm", "arm64"), (tmp_path / "dyn", "x86_64")]
+    cases += [(p, "arm64") for p in sorted(ARM64_TOOLS.glob("*"))]  # cross-built, where they are
+    for path, machine in cases:
         info = read(path)
         header = subprocess.run([readelf, "-h", str(path)], capture_output=True, text=True, check=True).stdout
         assert {"x86_64": "Advanced Micro Devices X86-64", "arm64": "AArch64"}[machine] in header
