@@ -15,14 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from coordinator.core.logsink import deliver
+from coordinator.core.logsink import deliver, parse_s3_url
 from coordinator.core.tls import make_job_keys
 from tests.conftest import ROOT
 from tests.fake_lambda import CREDS, FakeLambda
@@ -167,4 +166,7 @@ def test_deliver_writes_every_destination_and_never_raises(s3, tmp_path, capsys)
         and json.loads(Path(where[0]).read_text()) == doc
     )
     Path(where[0]).unlink()
-    assert sys.modules["coordinator.core.logsink"].parse_s3_url("s3://b/k/x.json") == ("b", "k/x.json")
+    assert parse_s3_url("s3://b/k/x.json") == ("b", "k/x.json")
+    for bad in ("s3://b/", "s3://b", "https://b/k", "b/k"):
+        with pytest.raises(ValueError, match="--timing-s3 must look like s3://BUCKET/KEY"):
+            parse_s3_url(bad)
