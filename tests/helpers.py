@@ -246,7 +246,9 @@ class Done(TerminalState):
 
 
 class Scripted(CommandListState):
-    """Every worker runs one shell command, ``info['good']``; the actors in ``info['victims']``
+    """Run one scripted shell command.
+
+    Every worker runs ``info['good']``; the actors in ``info['victims']``
     first run ``info['bad']`` (kill their own worker, fail, stall). With ``info['marks']`` set
     to a folder, only an actor's first attempt misbehaves: the worker's shell makes a marker
     directory atomically, so a replacement (a new process with no memory) behaves."""

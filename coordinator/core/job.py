@@ -19,8 +19,12 @@ def numbered_key(prefix: str, n: int, suffix: str) -> str:
 class Job:
     """A job: the first state of every worker's machine and the settings its states read.
 
-    ``info`` is copied into each worker's machine, so states find job settings (bucket,
-    frames per chunk, ...) in ``self.info`` next to what they learn at run time.
+    ``info`` is copied into each worker's first state, so states find job settings (bucket,
+    frames per chunk, ...) in ``self.info`` next to what they learn at run time (mu jobs keep
+    their settings in a class instead and start with an empty ``info``).
+
+    ``initial`` is called as mu's server called it: ``initial(link, actor)``, or
+    ``initial(link, actor, group)`` for actors listed in ``groups``.
     """
 
     name: str
@@ -34,3 +38,8 @@ class Job:
     nonblock: int = 0
     relay: bool = False  # run a relay beside the coordinator; states find it as info["relay"]
     actor_label: Callable[[int], str] | None = None  # names an actor's share of work in reports
+    order: list[int] | None = None  # actor played by each worker in connection order (mu's -K)
+    groups: dict[int, int] | None = None  # actor -> group number passed to ``initial`` (mu's -R jobs)
+    event: dict[str, Any] = field(default_factory=dict)  # more invocation-event fields (mu's event)
+    relay_ports: tuple[int, ...] = ()  # fixed ports of relays started for the job (mu's -T/-R)
+    kill_state: Any = None  # the ErrorState class a worker over the kill time ends in (mu's kill_state)

@@ -33,14 +33,35 @@ class StopOthers:
 Action = Relaunch | StopOthers
 
 
+def rotating_goose(arrival: int, kf_dist: int, workers: int) -> tuple[int, int, int]:
+    """mu's ``_compute_actor_number``: with a keyframe every ``kf_dist`` chunks, which chunk the
+    ``arrival``-th worker to connect encodes: ``(actor, group, place)``.
+
+    The chunks fall into groups of ``kf_dist`` (the last may be shorter); arrivals go round
+    the groups, so every group starts early and the chain inside a group fills from its front.
+    """
+    short = workers % kf_dist
+    groups = workers // kf_dist + (1 if short else 0)
+    if short == 0 or arrival < groups * short:
+        group, place = arrival % groups, arrival // groups
+    else:  # the short last group is full: go round the others
+        later = arrival - short * groups
+        group, place = later % (groups - 1), short + later // (groups - 1)
+    return group * kf_dist + place, group, place
+
+
 @dataclass
 class Roster:
+    """``order[k]`` is the actor the k-th worker to connect plays (mu: connection order, or
+    the rotating goose with ``-K``); a replacement takes its actor's place in that order."""
+
     workers: int
     retries: int = 0
     speculate: float = 0.0  # percent of actors done before the rest get duplicates; 0 is off
     connect_timeout: float = 300.0
     clock: Callable[[], float] = time.monotonic
-    vacant: list[int] = field(default_factory=list)  # heap of actors waiting for a worker
+    order: list[int] | None = None
+    vacant: list[tuple[int, int]] = field(default_factory=list)  # heap of (arrival rank, actor)
     vacant_since: dict[int, float] = field(default_factory=dict)
     duplicates_wanted: deque[int] = field(default_factory=deque)
     outcome: dict[int, str] = field(default_factory=dict)  # actor -> OK or the error
@@ -51,8 +72,12 @@ class Roster:
     relaunched: int = 0
 
     def __post_init__(self) -> None:
+        order = list(range(self.workers)) if self.order is None else list(self.order)
+        if sorted(order) != list(range(self.workers)):
+            raise ValueError(f"actor order must hold each of 0..{self.workers - 1} once, got {order}")
+        self._rank = {actor: rank for rank, actor in enumerate(order)}
         now = self.clock()
-        for actor in range(self.workers):
+        for actor in order:
             self._vacate(actor, now)
 
     # -- queries ------------------------------------------------------------------------------
@@ -82,7 +107,7 @@ class Roster:
     def arrive(self) -> tuple[int, bool] | None:
         """A worker said OK:HELLO: its actor and whether it is a duplicate, or None (a spare)."""
         if self.vacant:
-            actor = heapq.heappop(self.vacant)
+            _, actor = heapq.heappop(self.vacant)
             self.vacant_since.pop(actor, None)
             self.unfilled.discard(actor)
 
@@ -120,7 +145,7 @@ class Roster:
         if not expired:
             return []
         gone = set(expired)
-        self.vacant = [actor for actor in self.vacant if actor not in gone]
+        self.vacant = [seat for seat in self.vacant if seat[1] not in gone]
         heapq.heapify(self.vacant)
         actions: list[Action] = []
         for actor in sorted(expired):
@@ -146,7 +171,7 @@ class Roster:
     # -- internals ----------------------------------------------------------------------------
 
     def _vacate(self, actor: int, now: float) -> None:
-        heapq.heappush(self.vacant, actor)
+        heapq.heappush(self.vacant, (self._rank[actor], actor))
         self.vacant_since[actor] = now
 
     def _failed(self, actor: int, error: str) -> list[Action]:

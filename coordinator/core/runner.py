@@ -37,17 +37,30 @@ async def run_job(
         )
     job_id = job_id or new_job_id(job.name)
     ctx: ssl.SSLContext = server_context(keys)
-    relay: Relay | None = None
-    if job.relay:
+    relays: list[Relay] = []
+
+    async def start_relay(port: int) -> int:
         relay = Relay(
             ctx,
             log=status.event,
             hello_timeout=options.hello_timeout,
             max_pending=max(4096, job.workers + options.spares + FLOOD_HEADROOM),
         )
-        relay_port = await relay.start(options.host, options.relay_port)
-        job.info.update(relay=f"{host}:{relay_port}", chain=job_id)
-        status.event(f"relay listening on {options.host}:{relay_port}")
+        relays.append(relay)
+        port = await relay.start(options.host, port)
+        status.event(f"relay listening on {options.host}:{port}")
+        return port
+
+    try:
+        if job.relay:
+            relay_port = await start_relay(options.relay_port)
+            job.info.update(relay=f"{host}:{relay_port}", chain=job_id)
+        for port in job.relay_ports:  # a mu job's state servers (-T, -R), at the ports it dials
+            await start_relay(port)
+    except BaseException:
+        for relay in relays:
+            await relay.close()
+        raise
     address = ""  # the host:port workers dial, known once the port is open
     extra_launches: set[asyncio.Task[None]] = set()
     next_worker = job.workers + options.spares
@@ -75,6 +88,6 @@ async def run_job(
         for task in list(extra_launches):
             task.cancel()
         await launcher.close()
-        if relay is not None:
+        for relay in relays:
             await relay.close()
     return result

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from coordinator.core.gate import READ_SIZE, Gate, limit_tls_buffers
 from coordinator.core.job import Job
 from coordinator.core.logsink import deliver, s3_client_factory
-from coordinator.core.machine import Machine
+from coordinator.core.machine import Machine, describe
 from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
@@ -48,7 +48,9 @@ class WorkerRecord:
     error: str | None = None
     superseded: bool = False  # another worker finished this actor first
 
-    def timing(self, t0: float) -> dict[str, Any]:
+    def timing(self, t0: float, t0_wall: float) -> dict[str, Any]:
+        """``states``: each state the worker entered, named by ``describe`` (mu's ``str_extra``);
+        ``mu_timeline``: mu's own log line for the worker, (time, class) of every state built."""
         return {
             "actor": self.actor,
             "peer": self.peer,
@@ -58,7 +60,8 @@ class WorkerRecord:
             "ok": self.error is None,
             "superseded": self.superseded,
             "error": self.error,
-            "states": [{"state": name, "t": round(t - t0, 6)} for name, t in self.machine.history],
+            "states": [{"state": name, "t": round(t - t0_wall, 6)} for name, t in self.machine.history],
+            "mu_timeline": [[round(t - t0_wall, 6), name] for t, name in self.machine.timeline()],
         }
 
 
@@ -71,6 +74,8 @@ class JobResult:
     elapsed: float = 0.0
     rejected: int = 0  # connections turned away: failed TLS, bad first message, flood cap
     relaunched: int = 0  # replacement and speculative workers launched
+    # actor -> the state its worker ended in (the one that finished, if any): mu's ``states`` list
+    final_states: dict[int, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         notes = [_count(self.relaunched, "worker") + " relaunched"] if self.relaunched else []
@@ -92,7 +97,7 @@ def _count(n: int, noun: str) -> str:
 class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 13579
-    kill_time: float = 300.0  # longest wait for one reply before the worker counts as failed
+    kill_time: float | None = None  # mu's -m: seconds since a worker's first state before it is ended
     connect_timeout: float = 300.0  # longest wait for a worker to fill an actor
     deadline: float | None = None  # the whole job
     retries: int = 0  # replacement workers per actor
@@ -121,7 +126,9 @@ class Coordinator:
         self.opts = options
         self.status = status
         self.relaunch = relaunch
-        self.roster = Roster(job.workers, options.retries, options.speculate, options.connect_timeout)
+        self.roster = Roster(
+            job.workers, options.retries, options.speculate, options.connect_timeout, order=job.order
+        )
         self.records: list[WorkerRecord] = []
         self.playing: dict[int, set[WorkerRecord]] = {}
         self.gate = Gate(
@@ -138,6 +145,7 @@ class Coordinator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()  # mu's timestamps are wall-clock
         self.port = options.port
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -154,6 +162,7 @@ class Coordinator:
             raise OSError(f"cannot listen on {where}: {exc.strerror}; pick another port with --port") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self.roster.restart_clocks()
         return self.port
 
@@ -184,7 +193,7 @@ class Coordinator:
 
     def _deadline_reason(self, actor: int) -> str:
         live = [r for r in self.playing.get(actor, set()) if r.ended is None]
-        where = f"in {live[0].machine.state}" if live else "waiting for a worker to connect"
+        where = f"in {describe(live[0].machine.state)}" if live else "waiting for a worker to connect"
         return f"job --deadline {self.opts.deadline:g} s passed {where}"
 
     async def close(self) -> None:
@@ -215,6 +224,10 @@ class Coordinator:
                 why = f"{why}; the launcher reported: {launch_trouble}"
             failures[f"actor {actor}" + (f" ({label(actor)})" if label(actor) else "")] = why
         succeeded = self.roster.succeeded
+        final: dict[int, Any] = {}
+        for record in self.records:
+            if record.actor not in final or (record.error is None and not record.superseded):
+                final[record.actor] = record.machine.state
         return JobResult(
             not failures and succeeded == self.job.workers,
             self.job.workers,
@@ -223,6 +236,7 @@ class Coordinator:
             time.monotonic() - self.t0,
             self.rejected,
             self.roster.relaunched,
+            final,
         )
 
     def timing_document(self) -> dict[str, Any]:
@@ -231,7 +245,7 @@ class Coordinator:
             "workers": self.job.workers,
             "rejected_connections": self.rejected,
             "relaunched": self.roster.relaunched,
-            "records": [r.timing(self.t0) for r in self.records],
+            "records": [r.timing(self.t0, self.t0_wall) for r in self.records],
         }
 
     def _apply(self, actions: list[Action]) -> None:
@@ -307,7 +321,8 @@ class Coordinator:
 
     def _admit(self, peer: str, writer: asyncio.StreamWriter, actor: int, duplicate: bool) -> WorkerRecord:
         self._maybe_stop_listening()
-        machine = Machine(self.job.initial, actor, info=dict(self.job.info))
+        group = None if self.job.groups is None else self.job.groups.get(actor)
+        machine = Machine(self.job.initial, actor, group, info=self.job.info)
         record = WorkerRecord(actor, peer, machine, writer, time.monotonic(), duplicate)
         self.records.append(record)
         self.playing.setdefault(actor, set()).add(record)
@@ -325,48 +340,49 @@ class Coordinator:
         first: list[bytes],
     ) -> None:
         machine = record.machine
+        kill_time = self.opts.kill_time
         try:
             self._send(writer, machine.drain())
-            for msg in first:
-                self._send(writer, machine.receive(msg))
+            self._send(writer, machine.receive(*first))
             await writer.drain()
             while not machine.done:
-                self.status.state(record.actor, str(machine.state))
+                self.status.state(record.actor, describe(machine.state))
+                # mu checked the kill time on every pass of its loop; here, when it falls due.
+                due = None if kill_time is None else machine.state.timestamps[0] + kill_time - time.time()
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), timeout=self.opts.kill_time)
+                    wait = None if due is None else max(due, 0.01)
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), timeout=wait)
                 except TimeoutError:
-                    machine.fail(f"no reply within --kill-time {self.opts.kill_time:g} s in {machine.state}")
+                    data = None
+                if data == b"":
+                    machine.fail("sock closed")
                     break
-                if not data:
-                    machine.fail(f"worker disconnected in {machine.state}")
-                    break
-                for msg in decoder.feed(data):
-                    self._send(writer, machine.receive(msg))
-                    if machine.done:
-                        break
+                if data:
+                    self._send(writer, machine.receive(*decoder.feed(data)))
+                machine.tick(time.time(), kill_time, self.job.kill_state)
                 await writer.drain()
         except ProtocolError as exc:
-            machine.fail(f"protocol error in {machine.state}: {exc}")
+            machine.fail(f"protocol error: {exc}")
         except (ConnectionError, ssl.SSLError, OSError) as exc:
-            machine.fail(f"connection lost in {machine.state}: {exc}")
+            machine.fail(f"connection lost: {exc}")
         except asyncio.CancelledError:
-            machine.fail(f"job ended while in {machine.state}")
+            machine.fail("job ended")
             raise
         finally:
-            self._finish(record, writer)
+            self._finish(record)
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, commands: list[bytes]) -> None:
         if commands:
             writer.write(b"".join(encode(c) for c in commands))
 
-    def _finish(self, record: WorkerRecord, writer: asyncio.StreamWriter) -> None:
+    def _finish(self, record: WorkerRecord) -> None:
+        """The worker's machine ended. Its connection is closed next, as mu closed an
+        ErrorState's socket (a worker sees the close and exits); no ``quit:`` is added."""
         machine = record.machine
         record.ended = time.monotonic()
         record.error = None if record.superseded else machine.error
         self.playing.get(record.actor, set()).discard(record)
-        if machine.failed and not writer.is_closing():
-            writer.write(encode(b"quit:"))  # let a live worker go home
         self.status.states.pop(record.actor, None)
         decided = record.actor in self.roster.outcome
         actions = self.roster.ended(record.actor, record.error)

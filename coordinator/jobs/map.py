@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from coordinator.core.job import Job, numbered_key
-from coordinator.core.machine import CommandListState, MachineState, TerminalState
+from coordinator.core.machine import CommandListState, TerminalState
 
 MAX_OBJECTS = 1_000_000
 
@@ -50,9 +50,10 @@ class MapChunkState(CommandListState):
     extra = "(fetching, running, uploading)"
     nextState = MapFinal
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
-        MachineState.__init__(self, prevState, aNum)
-        info, i = self.info, self.actorNum
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
+        # The first state: the job's settings come on the link (mu's socket) it is built on,
+        # and the list must exist before mu's __init__ turns it into expects and commands.
+        info, i = prevState.info, getattr(prevState, "actorNum", aNum)
         keys: list[str] = info["plan"][i]
         names = [f"{n:04d}_{os.path.basename(k)}" for n, k in enumerate(keys)]
         quoted = " ".join("##TMPDIR##/in/" + shlex.quote(name) for name in names)  # for the shell

@@ -8,9 +8,10 @@ number ``i+offset``. The states are mu's png2y4m_server states, ported.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from coordinator.core.job import Job, numbered_key
-from coordinator.core.machine import CommandListState, ForLoopState, MachineState, TerminalState
+from coordinator.core.machine import CommandListState, ForLoopState, TerminalState
 
 COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"
 
@@ -44,14 +45,13 @@ class PNG2Y4MRetrieveAndRunState(CommandListState):
         (None, "set:inkey:{key}"),
         "set:targfile:##TMPDIR##/{name}",
         "retrieve:",
-        ("OK:RETRIEV", None),
+        ("OK:RETRIEVE(", None),
     ]
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
         super().__init__(prevState, aNum)
-        frame = chunk_frames(self.actorNum + self.info["offset"], self.info["frames"])[
-            self.info["retrieve_iter"]
-        ]
+        chunk = self.actorNum + self.info["offset"]
+        frame = chunk_frames(chunk, self.info["frames"])[self.info["retrieve_iter"]]
         key = input_key(self.info["video"], self.info["in_format"], frame)
         self.format_commands(key=key, name=f"{frame:08d}.png")
 
@@ -62,7 +62,7 @@ class PNG2Y4MRetrieveLoopState(ForLoopState):
     exitState = PNG2Y4MUploadState
     iterKey = "retrieve_iter"
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
         super().__init__(prevState, aNum)
         self.iterFin = self.info["frames"]
 
@@ -83,7 +83,7 @@ class PNG2Y4MConfigState(CommandListState):
         None,
     ]
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
         super().__init__(prevState, aNum)
         chunk = self.actorNum + self.info["offset"]
         outkey = output_key(self.info["video"], self.info["frames"], chunk)

@@ -9,13 +9,13 @@ and uploads ``{output}{i:08d}.txt``: running totals and a rolling hash of every 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from coordinator.core.job import Job, numbered_key
 from coordinator.core.machine import (
     CommandListState,
     IfElseState,
     InfoWatcherState,
-    MachineState,
     TerminalState,
 )
 
@@ -38,34 +38,49 @@ class ScanCombineState(CommandListState):
     extra = "(combining and passing the state on)"
     nextState = ScanFinal
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
-        MachineState.__init__(self, prevState, aNum)
-        i, last = self.actorNum, self.actorNum == self.info["workers"] - 1
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
+        # The list must exist before mu's __init__ turns it into expects and commands.
+        self.commandlist = self.plan(prevState.info, prevState.actorNum)
+        super().__init__(prevState, aNum)
+
+    @staticmethod
+    def plan(info: dict[str, Any], i: int) -> list[Any]:
+        last = i == info["workers"] - 1
         prev = "none" if i == 0 else f"##TMPDIR##/state.{i - 1}"
         combine = (
             f"scanstep combine {prev} ##TMPDIR##/local.sum ##TMPDIR##/state.{i} ##TMPDIR##/report.txt {i}"
         )
-        self.commandlist = [
+        return [
             (None, f"run:{combine}"),
             *([] if last else [("OK:RETVAL(0)", f"send:state.{i}")]),
-            f"set:bucket:{self.info['bucket']}",
-            f"upload:{report_key(self.info['output'], i)}\0##TMPDIR##/report.txt",
-            "close_connect:",
+            ("OK:RETVAL(0)" if last else "OK:SEND(", f"set:bucket:{info['bucket']}"),
+            f"upload:{report_key(info['output'], i)}\0##TMPDIR##/report.txt",
+            ("OK:UPLOAD(", "close_connect:"),
             ("OK:CLOSE_CONNECT", "quit:"),
         ]
-        super().__init__(prevState, aNum)
 
 
 class ScanWaitState(InfoWatcherState):
-    """Wait until the relay has delivered worker i-1's state (the worker reports INFO:file:...)."""
+    """Wait until the relay has delivered worker i-1's state (the worker reports INFO:file:...).
+
+    mu's InfoWatcherState fires on any INFO; this one only once the right file is there,
+    which may already be the case when the state starts.
+    """
 
     extra = "(waiting for the previous state)"
-    watchKey = "file"
     nextState = ScanCombineState
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
         super().__init__(prevState, aNum)
-        self.watchValue = f"state.{self.actorNum - 1}"  # type: ignore[misc]
+        if self.arrived():
+            self.kick()
+
+    def arrived(self) -> bool:
+        return bool(self.info.get("file") == f"state.{self.actorNum - 1}")
+
+    def info_updated(self) -> None:
+        if self.arrived():
+            self.kick()
 
 
 class ScanBranchState(IfElseState):
@@ -85,12 +100,12 @@ class ScanConfigState(CommandListState):
         ("OK:HELLO", "seti:nonblock:0"),
         "set:bucket:{bucket}",
         "retrieve:{inkey}\0##TMPDIR##/chunk.bin",
-        "run:scanstep local ##TMPDIR##/chunk.bin ##TMPDIR##/local.sum",
-        "connect:{relay}:HELLO_STATE:{chain}:{me}:{next}",
+        ("OK:RETRIEVE(", "run:scanstep local ##TMPDIR##/chunk.bin ##TMPDIR##/local.sum"),
+        ("OK:RETVAL(0)", "connect:{relay}:HELLO_STATE:{chain}:{me}:{next}"),
         ("OK:CONNECT", None),
     ]
 
-    def __init__(self, prevState: MachineState | None, aNum: int = 0) -> None:
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
         super().__init__(prevState, aNum)
         i = self.actorNum
         self.format_commands(

@@ -22,8 +22,13 @@ def make_events(
     idle_timeout: float = 300,
     first: int = 0,
 ) -> list[dict[str, Any]]:
-    """One invocation event per worker, numbered from ``first``; only ``worker`` differs."""
+    """One invocation event per worker, numbered from ``first``; only ``worker`` differs.
+
+    A job's own ``event`` fields (a mu job's ``bg_silent``, ``hash_s3keys`` ...) come along;
+    the fields below are the launcher's and always win.
+    """
     base = {
+        **job.event,
         "coordinator": coordinator,
         "job": job_id,
         "tls": keys.worker_tls(),

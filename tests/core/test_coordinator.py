@@ -70,8 +70,8 @@ def test_a_killed_worker_is_reported_and_the_job_does_not_hang(tmp_path):
     result, _ = run_local(job, tmp_path)
     assert not result.ok and result.succeeded == 2
     assert list(result.failures) == ["actor 0"]
-    assert "worker disconnected in Scripted" in result.failures["actor 0"]
-    assert "actor 0: worker disconnected" in result.describe()
+    assert result.failures["actor 0"].startswith("sock closed (in Scripted Run one scripted shell command")
+    assert "actor 0: sock closed" in result.describe()
 
 
 def test_workers_that_never_connect_end_the_job(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from coordinator.core.roster import OK, Relaunch, Roster, StopOthers
+import pytest
+
+from coordinator.core.roster import OK, Relaunch, Roster, StopOthers, rotating_goose
 
 
 class Clock:
@@ -19,6 +21,47 @@ def test_workers_fill_actors_in_order_and_spares_get_none():
     assert r.arrive() == (1, False)
     assert r.arrive() is None
     assert not r.may_need_workers  # no retries, no speculation: the port may close
+
+
+def test_actor_numbers_follow_connection_order_as_in_mu():
+    r = Roster(4, order=[2, 0, 3, 1])
+    assert [r.arrive() for _ in range(4)] == [(2, False), (0, False), (3, False), (1, False)]
+
+
+def test_a_replacement_takes_its_actors_place_in_the_order():
+    r = Roster(3, retries=1, order=[1, 2, 0])
+    assert r.arrive() == (1, False)
+    assert r.ended(1, "FAIL(x)") == [Relaunch(1, "FAIL(x)")]
+    assert r.arrive() == (1, False)  # rank 0 is vacant again and goes first
+    assert r.arrive() == (2, False) and r.arrive() == (0, False)
+
+
+def test_an_order_that_is_not_a_permutation_is_refused():
+    with pytest.raises(ValueError, match=r"each of 0\.\.2 once"):
+        Roster(3, order=[0, 0, 1])
+
+
+# mu's own table (server.py _test_compute): kfDist, numParts -> actor numbers in connection order
+@pytest.mark.parametrize(
+    ("kf", "n", "actors"),
+    [
+        (3, 9, [0, 3, 6, 1, 4, 7, 2, 5, 8]),
+        (4, 10, [0, 4, 8, 1, 5, 9, 2, 6, 3, 7]),
+        (16, 8, [0, 1, 2, 3, 4, 5, 6, 7]),
+        (1, 3, [0, 1, 2]),
+        (3, 7, [0, 3, 6, 1, 4, 2, 5]),
+    ],
+)
+def test_rotating_goose_order_is_mus(kf, n, actors):
+    assert [rotating_goose(k, kf, n)[0] for k in range(n)] == actors
+
+
+def test_rotating_goose_is_a_permutation_and_names_groups():
+    for kf in range(1, 9):
+        for n in range(1, 40):
+            seats = [rotating_goose(k, kf, n) for k in range(n)]
+            assert sorted(a for a, _, _ in seats) == list(range(n))
+            assert all(a == g * kf + p and p < kf for a, g, p in seats)
 
 
 def test_a_failure_without_retries_is_final():
