@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import datetime as dt
 import os
 import re
 import sys
 import tempfile
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from coordinator.aws import options as aws_options
@@ -18,11 +20,12 @@ from coordinator.aws.session import AwsError
 from coordinator.core import tls
 from coordinator.core.job import Job
 from coordinator.core.logsink import default_s3_url
+from coordinator.core.machine import Debug
 from coordinator.core.relay import Relay
 from coordinator.core.runner import new_job_id, run_job
-from coordinator.core.server import ServerOptions
+from coordinator.core.server import JobResult, ServerOptions
 from coordinator.core.status import Status
-from coordinator.jobs import job_modules
+from coordinator.jobs import JobFileError, job_modules, load_job_file
 from coordinator.jobs import map as map_job
 from coordinator.launch import Launcher, LaunchError
 from coordinator.launch.local import LocalLauncher
@@ -48,8 +51,8 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-t", "--port", type=int, default=port, help=f"port to listen on; 0 picks one ({port})")
     g.add_argument("--host", default=None, help="address to listen on (127.0.0.1 local, 0.0.0.0 aws)")
     g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
-    g.add_argument("-m", "--kill-time", type=_positive(float), default=300.0,
-                   help="seconds to wait for one reply before failing the worker (300)")  # fmt: skip
+    g.add_argument("-m", "--kill-time", type=_positive(float), default=None,
+                   help="seconds a worker may run after connecting before it fails (none)")  # fmt: skip
     connect = float(os.environ.get("MU_CONNECT_TIMEOUT", "300"))
     g.add_argument("--connect-timeout", type=_positive(float), default=connect,
                    help=f"seconds an actor may wait for a worker to connect ({connect:g})")  # fmt: skip
@@ -62,7 +65,16 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--job-id", default=None, type=_job_id, help="names the job's keys and logs (JOB-random)")
     g.add_argument("--max-workers", type=_positive(int), default=1000,
                    help="refuse a job that needs more workers than this at once (1000)")  # fmt: skip
+    g.add_argument("-P", "--cprofile", default=None, metavar="FILE",
+                   help="write cProfile data of the coordinator here (mu's -P)")  # fmt: skip
+    g.add_argument("-D", "--debug", action="store_true", help="print every reply the state machines handle")
     g.add_argument("--keys", default=None, help="folder from 'mu genkeys' (default: fresh keys for this job)")
+    g.add_argument("-c", "--ca-cert", default=os.environ.get("CA_CERT"),
+                   help="your CA certificate; workers check the coordinator with it ($CA_CERT)")  # fmt: skip
+    g.add_argument("-s", "--server-cert", default=os.environ.get("SRV_CERT"),
+                   help="your server certificate, shown to workers ($SRV_CERT)")  # fmt: skip
+    g.add_argument("-k", "--server-key", default=os.environ.get("SRV_KEY"),
+                   help="its key; it never leaves this machine ($SRV_KEY)")  # fmt: skip
     g.add_argument("--region", default=None,
                    help="the bucket's region (AWS_REGION, AWS_DEFAULT_REGION, the profile's)")  # fmt: skip
     g.add_argument(
@@ -123,7 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate_run(command: list[str]) -> None:
-    """Parse and check ``run JOB ...`` as ``mu run`` would; a usage error exits with status 2."""
+    """Parse and check ``run JOB ...`` as ``mu run`` would; a usage error exits with status 2.
+
+    A mu job file parses its own flags in ``main()``, which also starts the job, so only its
+    loading is checked here.
+    """
+    if command[:1] == ["run"] and len(command) > 1 and is_job_file(command[1]):
+        try:
+            module = load_job_file(command[1])
+        except JobFileError as exc:
+            print(f"mu run: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+        if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
+            file_parser = job_file_parser(command[1], module)
+            file_args = file_parser.parse_args(command[2:])
+            try:
+                aws_options.check(file_args)
+                check_workers(file_args, module.make_job(file_args))
+            except ValueError as exc:
+                file_parser.error(str(exc))
+        return
     parser = build_parser()
     args = parser.parse_args(command)
     try:
@@ -156,7 +187,32 @@ def make_launcher(args: argparse.Namespace, job_id: str, status: Status, workers
     return LocalLauncher(log_dir, concurrency=args.concurrency)
 
 
-def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]) -> int:
+def job_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, job_id: str) -> tls.JobKeys:
+    """The coordinator's keys: the user's certificates (-c/-s/-k), a ``mu genkeys`` folder, or
+    fresh ones for this job. Unusable files are a usage error, before any worker starts."""
+    certs = (args.ca_cert, args.server_cert, args.server_key)
+    if any(certs):
+        if not all(certs):
+            parser.error("give all of -c CA_CERT, -s SRV_CERT and -k SRV_KEY (or the same environment "
+                         "variables), or none of them for fresh per-job keys")  # fmt: skip
+        if args.keys:
+            parser.error("--keys and -c/-s/-k both name the coordinator's keys; give one of them")
+        try:
+            return tls.user_keys(*certs, label=job_id)
+        except tls.CertificateError as exc:
+            parser.error(str(exc))
+    if args.keys:
+        try:
+            return tls.read_keys(args.keys)
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
+    return tls.make_job_keys(label=job_id)
+
+
+def execute(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]
+) -> tuple[int, JobResult | None]:
+    """Build the job from ``args`` and run it; returns the exit status and the result."""
     try:
         aws_options.prepare(args)  # before any AWS call, make_job's included
         job = make_job(args)
@@ -165,19 +221,23 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
         parser.error(str(exc))
     except AwsError as exc:
         print(f"mu: {exc}", file=sys.stderr)
-        return exc.status
+        return exc.status, None
+    if args.backend not in ("local", "aws"):
+        parser.error(f"--backend (or $MU_BACKEND) must be local or aws, got {args.backend!r}")
     if args.spares < 0 or args.retries < 0:
         parser.error(f"--spares and --retries must be >= 0, got {args.spares} and {args.retries}")
     if not 0 <= args.speculate < 100:
         parser.error(f"--speculate is a percentage from 0 (off) to below 100, got {args.speculate:g}")
+    if args.debug:
+        Debug.enabled = True
     job_id = args.job_id or new_job_id(job.name)
     status = Status(job.name, job.workers)
+    keys = job_keys(parser, args, job_id)
     try:
         launcher = make_launcher(args, job_id, status, job.workers + args.spares)
-        keys = tls.read_keys(args.keys) if args.keys else tls.make_job_keys(label=job_id)
-    except (LaunchError, FileNotFoundError) as exc:
+    except LaunchError as exc:
         print(f"mu: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
     advertise = args.advertise
     if args.backend == "aws" and not advertise and host in ("0.0.0.0", "::"):
@@ -185,7 +245,7 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
             advertise = task_public_address()
         except DiscoveryError as exc:
             print(f"mu: {exc}", file=sys.stderr)
-            return 2
+            return 2, None
         status.event(f"advertising {advertise} (found from the task's network interface)")
     relay_port = args.relay_port if args.relay_port is not None else (args.port + 1 if args.port else 0)
     options = ServerOptions(
@@ -194,13 +254,66 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job:
         spares=args.spares, relay_port=relay_port, retries=args.retries,
         speculate=args.speculate, deadline=args.deadline, hello_timeout=args.hello_timeout,
     )  # fmt: skip
+    profiler = cProfile.Profile() if args.cprofile else None
     try:
+        if profiler is not None:
+            profiler.enable()
         result = asyncio.run(run_job(job, launcher, keys, options, status, advertise, job_id))
     except (OSError, ValueError) as exc:
         print(f"mu: {exc}", file=sys.stderr)
-        return 1
+        return 1, None
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            try:
+                profiler.dump_stats(args.cprofile)
+            except OSError as exc:
+                print(f"mu: cannot write profile data to {args.cprofile}: {exc.strerror}", file=sys.stderr)
     print(result.describe(), file=sys.stderr if not result.ok else sys.stdout)
-    return 0 if result.ok else 1
+    return (0 if result.ok else 1), result
+
+
+def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]) -> int:
+    return execute(parser, args, make_job)[0]
+
+
+def is_job_file(name: str) -> bool:
+    """``mu run ./job.py``: a path, not the name of a bundled job."""
+    return name.endswith(".py") or os.sep in name
+
+
+def job_file_parser(path: str, module: ModuleType) -> argparse.ArgumentParser:
+    """The options of a job module written for this project: its own, then the coordinator's."""
+    doc = (module.__doc__ or "").strip()
+    parser = argparse.ArgumentParser(prog=f"mu run {path}", description=doc.splitlines()[0] if doc else None)
+    module.add_arguments(parser)
+    add_server_arguments(parser)
+    return parser
+
+
+def cmd_run_file(path: str, argv: list[str]) -> int:
+    """``mu run ./JOB.py FLAGS``: a mu job file runs its own ``main()`` as ``python JOB.py FLAGS``
+    would; a module with ``add_arguments``/``make_job`` runs like a bundled job."""
+    try:
+        module = load_job_file(path)
+    except JobFileError as exc:
+        print(f"mu run: {exc}", file=sys.stderr)
+        return 2
+    if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
+        parser = job_file_parser(path, module)
+        return cmd_run(parser, parser.parse_args(argv), module.make_job)
+    saved = sys.argv
+    sys.argv = [path, *argv]
+    try:
+        module.main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = saved
+    return 0
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -257,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         from coordinator.aws.submit import main as submit_main
 
         return submit_main(argv[1:], validate_run)
+    if argv[:1] == ["run"] and len(argv) > 1 and is_job_file(argv[1]):
+        return cmd_run_file(argv[1], argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.subcommand == "genkeys":

@@ -69,6 +69,8 @@ def _serve(event: Any, context: Any) -> dict[str, Any]:
         return {"ok": False, "error": f"bad invocation event: {exc}"}
     try:
         ctx = client_context(ev.ca_pem, ev.cert_pem, ev.key_pem)
+        if event["tls"].get("verify_name") is False:  # a user certificate (mu -s) names no fixed host
+            ctx.check_hostname = False
     except (ssl.SSLError, ValueError, OSError) as exc:
         msg = f"event field 'tls' holds unusable keys ({exc}); relaunch with the job's CA, cert and key"
         print(f"mu worker {ev.worker}: {msg}", file=sys.stderr, flush=True)

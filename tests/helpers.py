@@ -271,3 +271,48 @@ def scripted_job(workers: int, good: str = "true", victims: tuple[int, ...] = ()
                  marks: str | None = None) -> Job:  # fmt: skip
     info = {"good": good, "victims": list(victims), "bad": bad, "marks": marks}
     return Job("scripted", Scripted, workers=workers, info=info)
+
+
+def mu_style_certs(folder: Any, ca_name: str = "mu_ca") -> tuple[str, str, str]:
+    """What mu's genkeys.sh makes: an RSA CA and a server certificate it signed, naming no
+    host (CN=mu_server, no subjectAltName). Returns the paths of CA cert, server cert, key."""
+    import datetime as dt
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name(
+            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mu"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        )
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = (
+        x509.CertificateBuilder().subject_name(name(ca_name)).issuer_name(name(ca_name))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder().subject_name(name("mu_server")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = (out / "ca_cert.pem", out / "server_cert.pem", out / "server_key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = serialization.Encoding.PEM
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    )
+    return str(paths[0]), str(paths[1]), str(paths[2])

@@ -539,6 +539,23 @@ def describe(state: MachineState) -> str:
     return f"{type(state).__name__} {text}"
 
 
+def _awaited(state: MachineState) -> str | None:
+    """The reply ``state`` waits for, unless that is one of its own random kick strings."""
+    try:
+        expect = state.get_expect()
+    except Exception:  # a job's get_expect may fail on a state it left half-made
+        return None
+    if not isinstance(expect, str):
+        return None
+    if isinstance(state, OnePassState) and type(state).expect is None:
+        return None  # made up by OnePassState/InfoWatcherState; no reply will ever carry it
+    if isinstance(state, CommandListState) and state.cmdNum == 0:
+        first = state.commandlist[0] if state.commandlist else None
+        if isinstance(first, tuple) and first[0] is None:
+            return None
+    return expect
+
+
 class Machine:
     """One worker's state machine as the server sees it: replies in, commands out.
 
@@ -596,11 +613,8 @@ class Machine:
         where = describe(prev)
         if where in text:
             return text
-        try:
-            expect = prev.get_expect()
-        except Exception:
-            expect = None
-        waited = f", which expected {expect!r}" if isinstance(expect, str) else ""
+        expect = _awaited(prev)
+        waited = f", which expected {expect!r}" if expect is not None else ""
         return f"{text} (in {where}{waited})"
 
     def timeline(self) -> list[tuple[float, str]]:

@@ -2,6 +2,11 @@
 
 Each job makes its own CA, so a worker certificate is good for one job only and the server
 key never leaves the coordinator (mu sent it to every worker).
+
+With the user's own certificates (mu's ``-c/-s/-k``), the coordinator presents the user's
+server certificate and workers check it against the user's CA, as in mu; but workers prove
+who they are with a per-job client certificate from a per-job CA that only this coordinator
+trusts, so the user's server key still stays here.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -27,15 +34,20 @@ KEY_FILES = ("ca_cert.pem", "server_cert.pem", "server_key.pem", "worker_cert.pe
 
 @dataclass(frozen=True)
 class JobKeys:
-    ca_cert: str
+    ca_cert: str  # what workers verify the coordinator (and relay) against
     server_cert: str
     server_key: str
     worker_cert: str
     worker_key: str
+    client_ca: str = ""  # what the coordinator verifies workers against; "" means ca_cert
+    verify_name: bool = True  # workers check the server's name; user certificates name no fixed host
 
-    def worker_tls(self) -> dict[str, str]:
+    def worker_tls(self) -> dict[str, Any]:
         """The ``tls`` field of an invocation event: never the server key."""
-        return {"ca": self.ca_cert, "cert": self.worker_cert, "key": self.worker_key}
+        tls: dict[str, Any] = {"ca": self.ca_cert, "cert": self.worker_cert, "key": self.worker_key}
+        if not self.verify_name:
+            tls["verify_name"] = False
+        return tls
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
@@ -128,14 +140,16 @@ def server_context(keys: JobKeys, require_client: bool = True) -> ssl.SSLContext
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     if require_client:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=keys.ca_cert)
+        ctx.load_verify_locations(cadata=keys.client_ca or keys.ca_cert)
     load_pem_chain(ctx, keys.server_cert, keys.server_key)
     return ctx
 
 
 def worker_context(keys: JobKeys) -> ssl.SSLContext:
     """What a worker uses; the coordinator needs it for tests and simulated workers."""
-    return client_context(keys.ca_cert, keys.worker_cert, keys.worker_key)
+    ctx = client_context(keys.ca_cert, keys.worker_cert, keys.worker_key)
+    ctx.check_hostname = keys.verify_name
+    return ctx
 
 
 def write_keys(keys: JobKeys, directory: str | os.PathLike[str]) -> list[Path]:
@@ -165,4 +179,49 @@ def read_keys(directory: str | os.PathLike[str]) -> JobKeys:
         raise FileNotFoundError(
             f"{folder} lacks {', '.join(missing)}; create them with 'mu genkeys {folder}'"
         )
-    return JobKeys(*((folder / name).read_text() for name in KEY_FILES))
+    ca, server_cert, server_key, worker_cert, worker_key = ((folder / name).read_text() for name in KEY_FILES)
+    return JobKeys(ca, server_cert, server_key, worker_cert, worker_key)
+
+
+class CertificateError(ValueError):
+    """A user-supplied certificate or key cannot be used; the message says which and why."""
+
+
+def _read_pem(path: str, what: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CertificateError(f"cannot open {what} file '{path}': {exc.strerror}") from exc
+    if "-----BEGIN " not in text:
+        raise CertificateError(f"{what} file '{path}' holds no PEM block")
+    return text
+
+
+def user_keys(ca_path: str, cert_path: str, key_path: str, label: str = "job") -> JobKeys:
+    """mu's ``-c caCert -s srvCert -k srvKey``: the coordinator shows the user's certificate.
+
+    The files are checked now (the certificate must be issued by the CA and match the key),
+    so a wrong file is one clear error instead of every worker failing its handshake.
+    """
+    ca_pem = _read_pem(ca_path, "CA certificate")
+    cert_pem = _read_pem(cert_path, "server certificate")
+    key_pem = _read_pem(key_path, "server key")
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem.encode())
+        cert = x509.load_pem_x509_certificates(cert_pem.encode())[0]
+    except ValueError as exc:
+        raise CertificateError(f"cannot read the certificates in '{ca_path}' / '{cert_path}': {exc}") from exc
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateError(
+            f"server certificate '{cert_path}' is not issued by the CA in '{ca_path}'; "
+            "workers would refuse it (pass the CA that signed it with -c)"
+        ) from exc
+    try:
+        load_pem_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert_pem, key_pem)
+    except (ssl.SSLError, ValueError) as exc:
+        why = f"server key '{key_path}' does not fit certificate '{cert_path}': {exc}"
+        raise CertificateError(why) from exc
+    own = make_job_keys(label=label)  # a per-job CA and worker certificate, for the client side
+    return JobKeys(ca_pem, cert_pem, key_pem, own.worker_cert, own.worker_key, own.ca_cert, verify_name=False)

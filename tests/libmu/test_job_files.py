@@ -1,0 +1,217 @@
+"""Job files end to end: ``python JOB.py`` and ``mu run ./JOB.py``, local workers, moto's S3.
+
+``jobs/png2y4m_job.py`` is written the way mu's png2y4m_server.py is, importing
+``coordinator.libmu``; every output chunk is checked frame by frame against its PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pstats
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from coordinator.jobs import png2y4m
+from coordinator.local.demo import encode_png, frame_rgb, to_uint16, verify_chunk
+from tests.helpers import mu_style_certs
+
+JOBS = Path(__file__).parent / "jobs"
+ROOT = Path(__file__).resolve().parents[2]
+W, H = 64, 36
+COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"  # mu built this into the Lambda; here --command
+
+
+def frames_bucket(s3, video: str, frames: int) -> str:
+    bucket = f"libmu-{uuid.uuid4().hex[:10]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    for frame in range(1, frames + 1):
+        png = encode_png(to_uint16(frame_rgb(frame, W, H)))
+        client.put_object(Bucket=bucket, Key=png2y4m.input_key(video, "png16", frame), Body=png)
+    return bucket
+
+
+def without_aws_credentials() -> dict[str, str]:
+    """A user's shell with no AWS account: mu's main() must still find its variables."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k not in ("CA_CERT", "SRV_CERT", "SRV_KEY")
+    }
+
+
+def run(args: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**without_aws_credentials(), **extra}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=180, cwd=ROOT)
+
+
+def check_chunks(s3, bucket: str, video: str, frames: int, chunks: range) -> None:
+    client = s3.client()
+    for chunk in chunks:
+        body = client.get_object(Bucket=bucket, Key=png2y4m.output_key(video, frames, chunk))["Body"].read()
+        assert verify_chunk(body, chunk, frames, W, H) == [], f"chunk {chunk}"
+
+
+def test_python_job_py_runs_a_mu_style_job_file(s3, tmp_path, png2y4m):
+    video, frames, workers = "clip", 3, 3
+    bucket = frames_bucket(s3, video, frames * workers)
+    timing, profile = tmp_path / "timing.json", tmp_path / "coordinator.prof"
+    proc = run(
+        [
+            sys.executable,
+            str(JOBS / "png2y4m_job.py"),
+            "-n",
+            str(workers),
+            "-f",
+            str(frames),
+            "-v",
+            video,
+            "-b",
+            bucket,
+            "-t",
+            "0",
+            "-O",
+            str(timing),
+            "-P",
+            str(profile),
+            "--s3-endpoint",
+            s3.endpoint,
+            "--command",
+            COMMAND,
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"all {workers} workers finished" in proc.stdout
+    check_chunks(s3, bucket, video, frames, range(workers))
+
+    log = json.loads(timing.read_text())
+    record = next(r for r in log["records"] if r["actor"] == 0)
+    assert record["states"][0]["state"].startswith("ConfigState ((configuring the worker) (#0))")
+    assert record["states"][-1]["state"] == "FinalState (finished)"
+    classes = [name for _, name in record["mu_timeline"]]  # mu's own log line: every state built
+    assert classes[0] == "ConfigState" and classes[-1] == "FinalState"
+    assert classes.count("RetrieveState") == frames and classes.count("RetrieveLoopState") == frames + 1
+    times = [t for t, _ in record["mu_timeline"]]
+    assert times == sorted(times) and times[0] >= 0
+    assert pstats.Stats(str(profile)).total_calls > 0  # -P: cProfile data of the coordinator
+
+
+def test_mu_run_job_file_with_user_certificates_and_an_offset(s3, tmp_path, png2y4m):
+    video, frames, workers, offset = "clip", 2, 2, 1
+    bucket = frames_bucket(s3, video, frames * (workers + offset))
+    ca, cert, key = mu_style_certs(tmp_path / "keys")
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator",
+            "run",
+            str(JOBS / "png2y4m_job.py"),
+            "-n",
+            str(workers),
+            "-f",
+            str(frames),
+            "-o",
+            str(offset),
+            "-v",
+            video,
+            "-b",
+            bucket,
+            "-t",
+            "0",
+            "-c",
+            ca,
+            "-s",
+            cert,
+            "--s3-endpoint",
+            s3.endpoint,
+            "--command",
+            COMMAND,
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        SRV_KEY=key,
+    )
+    assert proc.returncode == 0, proc.stderr
+    check_chunks(s3, bucket, video, frames, range(offset, offset + workers))
+    user_key = Path(key).read_text()
+    for log in (tmp_path / "logs").iterdir():
+        assert user_key.splitlines()[1] not in log.read_text()
+
+
+def test_a_failing_worker_fails_the_job_file_with_status_1(s3, tmp_path, png2y4m):
+    bucket = frames_bucket(s3, "clip", 2)  # two frames; chunk 1 asks for frames 3 and 4
+    proc = run(
+        [
+            sys.executable,
+            str(JOBS / "png2y4m_job.py"),
+            "-n",
+            "2",
+            "-f",
+            "2",
+            "-v",
+            "clip",
+            "-b",
+            bucket,
+            "-t",
+            "0",
+            "--s3-endpoint",
+            s3.endpoint,
+            "--command",
+            COMMAND,
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ]
+    )
+    assert proc.returncode == 1
+    assert "1 of 2 workers failed" in proc.stderr
+    assert "actor 1: FAIL(" in proc.stderr and "RetrieveState" in proc.stderr
+    check_chunks(s3, bucket, "clip", 2, range(1))
+
+
+def test_mu_run_a_project_job_module_by_path(tmp_path):
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "coordinator",
+            "run",
+            str(JOBS / "project_job.py"),
+            "-n",
+            "3",
+            "--greeting",
+            "hi",
+            "-t",
+            "0",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "all 3 workers finished" in proc.stdout
+    bad = run([sys.executable, "-m", "coordinator", "run", str(JOBS / "project_job.py"), "-n", "0"])
+    assert bad.returncode == 2 and "--workers must be at least 1" in bad.stderr
+
+
+def test_job_files_that_cannot_run_are_clear_usage_errors(tmp_path):
+    py2 = tmp_path / "old_server.py"
+    py2.write_text('from coordinator.libmu import server\nprint "hello"\n')
+    neither = tmp_path / "nothing.py"
+    neither.write_text("X = 1\n")
+    unported = tmp_path / "unported_server.py"
+    unported.write_text("from libmu import server\n")
+    cases = [
+        (tmp_path / "missing.py", "no job file at"),
+        (py2, "is not Python 3 (line 2"),
+        (neither, "defines neither main() (a mu job file) nor add_arguments() and make_job()"),
+        (unported, "imports coordinator.libmu instead of libmu"),
+    ]
+    for path, message in cases:
+        proc = run([sys.executable, "-m", "coordinator", "run", str(path)])
+        assert proc.returncode == 2, (path, proc.stderr)
+        assert message in proc.stderr, proc.stderr
