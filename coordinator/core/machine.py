@@ -539,6 +539,11 @@ def describe(state: MachineState) -> str:
     return f"{type(state).__name__} {text}"
 
 
+def _quote(text: str) -> str:
+    """A reply for a report: its start (the status) and its end (a command's last output)."""
+    return text if len(text) <= 600 else f"{text[:200]} [...] {text[-400:]}"
+
+
 def _awaited(state: MachineState) -> str | None:
     """The reply ``state`` waits for, unless that is one of its own random kick strings."""
     try:
@@ -606,7 +611,7 @@ class Machine:
         """Why the worker failed, for people: mu's ``err`` and the state it happened in."""
         if not isinstance(self.state, ErrorState):
             return None
-        text = str(self.state.err)
+        text = _quote(str(self.state.err))
         prev = self.state.prevState
         if prev is None or isinstance(prev, TerminalState):
             return text

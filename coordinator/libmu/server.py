@@ -44,7 +44,7 @@ _COVERED = {
     "server_key": None,  # -k
     "kill_time": "kill_time",  # -m
     "timing_log": "out_file",  # -O
-    "profile": "profiling",  # -P
+    "cprofile": "profiling",  # -P
     "advertise": "host_addr",  # -h
     "function": "lambda_function",  # -l
     "regions": "regions",  # -r
@@ -422,7 +422,10 @@ def _default_run(server_info: Any) -> _Run:
     return _Run(args, usage)
 
 
-def _job(constructor: Any, server_info: Any, run: _Run) -> Job:
+def _job(constructor: Any, server_info: Any, run: _Run, args: argparse.Namespace | None = None) -> Job:
+    """The job as the coordinator runs it; ``args`` are the coordinator's options once their
+    region is settled (the options as parsed when not given)."""
+    args = args or run.args
     event = dict(run.event or {})
     workers = int(server_info.num_parts)
     if workers < 1:
@@ -453,8 +456,8 @@ def _job(constructor: Any, server_info: Any, run: _Run) -> Job:
         workers=workers,
         command=run.command,
         bucket=str(bucket),
-        region=str(event.get("region") or run.args.region),
-        s3_endpoint=run.args.s3_endpoint,
+        region=str(event.get("region") or args.region or "us-east-1"),
+        s3_endpoint=args.s3_endpoint,
         nonblock=nonblock,
         order=order,
         groups=groups,
@@ -474,7 +477,7 @@ def _coordinator_args(server_info: Any, run: _Run) -> argparse.Namespace:
     mapped = {
         "kill_time": "kill_time",
         "timing_log": "out_file",
-        "profile": "profiling",
+        "cprofile": "profiling",
         "function": "lambda_function",
         "spares": "overprovision",
     }
@@ -500,17 +503,21 @@ def server_main_loop(states: list[Any], constructor: Any, server_info: Any) -> N
     from coordinator import cli
 
     run = _RUNS.get(id(server_info)) or _default_run(server_info)
-    job = _job(constructor, server_info, run)
     args = _coordinator_args(server_info, run)
-    if args.backend == "aws" and job.relay_ports:
+    if args.backend == "aws" and hasattr(server_info, "state_srv_port"):
         where = getattr(server_info, "state_srv_addr", "")
         if where in ("127.0.0.1", "localhost", "::1", ""):
             _usage_error(f"with --backend aws, -H must be an address Lambda workers can reach, not '{where}'",
                          run.usage)  # fmt: skip
-    parser = _MuUsage(run.usage)
-    code, result = cli.execute(parser, args, job)
+    jobs: list[Job] = []
+
+    def make_job(settled: argparse.Namespace) -> Job:
+        jobs.append(_job(constructor, server_info, run, settled))
+        return jobs[-1]
+
+    code, result = cli.execute(_MuUsage(run.usage), args, make_job)
     if result is not None:
-        order = job.order or list(range(job.workers))
+        order = jobs[0].order or list(range(jobs[0].workers))
         states.extend(result.final_states[actor] for actor in order if actor in result.final_states)
     if code != 0:
         raise SystemExit(code)

@@ -307,7 +307,7 @@ def test_project_options_reach_the_coordinator(monkeypatch):
         "http://127.0.0.1:9",
         "http://x:1",
     )
-    assert (args.port, args.timing_log, args.profile, args.kill_time) == (0, "log.json", "p.prof", 7.0)
+    assert (args.port, args.timing_log, args.cprofile, args.kill_time) == (0, "log.json", "p.prof", 7.0)
     assert (args.spares, args.retries, args.function, args.regions) == (1, 2, "png2y4m", "us-east-1")
     job = server._job(object, s, run)
     assert job.workers == 2 and job.nonblock == 1 and job.bucket == "bk"
