@@ -330,9 +330,9 @@ def s3_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def pending_reply(name: str, detail: str) -> bytes:
+def running_reply(cmd: str) -> bytes:
     """The immediate reply of ``run:`` in nonblock mode (transfers have :meth:`Transfer.pending`)."""
-    return f"OK:RUNNING({detail})".encode()
+    return f"OK:RUNNING({cmd})".encode()
 
 
 # -- the peer connection --------------------------------------------------------------------

@@ -80,6 +80,8 @@ class ProcessGroups:
         finally:
             if proc.returncode is None:  # cancelled: the worker is stopping or the time is up
                 self._kill(proc.pid)
+                with contextlib.suppress(Exception):  # reap it, so nothing outlives the event loop
+                    await asyncio.wait_for(proc.wait(), 5)
             self._prune()
 
     def kill_all(self) -> None:

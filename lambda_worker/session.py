@@ -83,6 +83,7 @@ class Session:
         self._background: set[asyncio.Task[None]] = set()
         self._inflight: dict[int, str] = {}  # slow commands under way, for the deadline's FAIL
         self._queued = 0  # bytes of commands read but not yet executed
+        self._quit_read = False
         self._room = asyncio.Event()
         self._groups = ProcessGroups()
         self.s3 = S3Transfers(event.region, event.s3_endpoint)
@@ -139,9 +140,11 @@ class Session:
             if self._queued > QUEUE_LIMIT:  # the coordinator runs far ahead: let TCP hold it back
                 self._room.clear()
                 await self._room.wait()
+            # While something runs the idle clock is stopped; it restarts when that work ends.
             remaining = self._last_activity + self.event.idle_timeout - time.monotonic()
+            timeout = self.event.idle_timeout if self._busy() else max(remaining, 0.01)
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout=max(remaining, 0.01))
+                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout=timeout)
             except TimeoutError:
                 if self._busy() or not queue.empty():
                     continue
@@ -153,6 +156,8 @@ class Session:
                 self.log(f"connection to coordinator lost: {exc or type(exc).__name__}")
                 return "disconnected"
             if not data:
+                if self._quit_read:  # it said quit: and closed before the command was taken
+                    return "quit"
                 if self._busy():
                     self.log("the coordinator closed the connection; stopping what is still running")
                 return "disconnected"
@@ -164,6 +169,7 @@ class Session:
                 return "protocol_error"
             for msg in messages:
                 self._queued += len(msg)
+                self._quit_read = self._quit_read or msg == b"quit:"
                 queue.put_nowait(msg)
 
     async def _execute(self, queue: asyncio.Queue[bytes]) -> str:
@@ -255,7 +261,7 @@ class Session:
             cmd = cmds.command_for(self.vals, self.templates, arg, self.tmpdir)
             wait = cmds.waitfile_for(self.vals, self.tmpdir)
             self.vals.pop("waitfile", None)  # it applies to this run only
-            label, pending = f"run({cmd[:200]})", cmds.pending_reply(name, cmd)
+            label, pending = f"run({cmd[:200]})", cmds.running_reply(cmd)
             job: Awaitable[bytes] = self._run(cmd, wait)
         else:
             transfer = cmds.transfer_for(name, self.vals, arg, self.tmpdir)
@@ -271,9 +277,7 @@ class Session:
         task.add_done_callback(self._background.discard)
 
     async def _finish_later(self, label: str, job: Awaitable[bytes]) -> None:
-        reply = await self._outcome(label, job)
-        self._touch()
-        await self.send(reply)
+        await self.send(await self._outcome(label, job))
 
     async def _outcome(self, label: str, job: Awaitable[bytes]) -> bytes:
         token = id(job)
@@ -286,6 +290,7 @@ class Session:
             return self._internal_error(label, exc)
         finally:
             self._inflight.pop(token, None)
+            self._touch()
 
     async def _run(self, cmd: str, wait: tuple[str, float] | None = None) -> bytes:
         if wait is not None:

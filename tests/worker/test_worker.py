@@ -290,3 +290,19 @@ def test_send_needs_a_peer_and_a_file(keys):
     assert no_file.startswith(b"FAIL(send: /") and b"does not exist" in no_file
     assert no_peer == b"FAIL(send: no peer connection; use connect:HOST:PORT:HELLO first)"
     assert bad_name.startswith(b"FAIL(send: file name '../etc/passwd' is not allowed")
+
+
+def test_quit_followed_at_once_by_a_close_is_a_clean_quit(keys):
+    """The coordinator may close right after quit:, before the worker has taken the command."""
+
+    async def scenario():
+        coord, proc, conn = await hello(keys)
+        await conn.send(b"echo:one")
+        await conn.send(b"quit:")
+        conn.writer.close()
+        result = await finish(proc)
+        await coord.__aexit__()
+        return result
+
+    code, summary, _ = run(scenario())
+    assert code == 0 and summary["exit"] == "quit" and summary["ok"]
