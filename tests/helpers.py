@@ -205,6 +205,17 @@ async def start_worker(event: dict[str, Any]) -> asyncio.subprocess.Process:
     return proc
 
 
+async def hello(keys: JobKeys, **extra: Any) -> tuple[TestCoordinator, asyncio.subprocess.Process, Conn]:
+    """A coordinator, a ``python -m lambda_worker`` process connected to it, and that connection
+    once the worker has said OK:HELLO. Close the coordinator with ``await coord.__aexit__()``."""
+    coord = TestCoordinator(keys)
+    await coord.__aenter__()
+    proc = await start_worker(event_for(keys, coord.port, **extra))
+    conn = await coord.accept()
+    assert await conn.recv() == b"OK:HELLO"
+    return coord, proc, conn
+
+
 async def finish(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> tuple[int, dict[str, Any], str]:
     """Wait for a worker process; return its exit code, its JSON summary and its stderr."""
     out, err = await asyncio.wait_for(proc.communicate(), timeout)

@@ -22,7 +22,7 @@ from coordinator.core.tls import server_context
 from lambda_worker import handler as handler_module
 from lambda_worker.handler import lambda_handler
 from lambda_worker.wire import encode
-from tests.helpers import TestCoordinator, event_for, finish, relay_peer, start_worker
+from tests.helpers import TestCoordinator, event_for, finish, hello, relay_peer, start_worker
 
 from .chaos import BlackHole
 
@@ -31,15 +31,6 @@ MIB = 1 << 20
 
 def run(coro):
     return asyncio.run(coro)
-
-
-async def hello(keys, **extra):
-    coord = TestCoordinator(keys)
-    await coord.__aenter__()
-    proc = await start_worker(event_for(keys, coord.port, **extra))
-    conn = await coord.accept()
-    assert await conn.recv() == b"OK:HELLO"
-    return coord, proc, conn
 
 
 async def stop(coord, proc, conn) -> tuple[int, dict, str]:

@@ -12,7 +12,7 @@ import pytest
 from coordinator.core.tls import make_job_keys, server_context
 from lambda_worker.handler import lambda_handler
 from lambda_worker.wire import encode
-from tests.helpers import TestCoordinator, event_for, finish, start_worker
+from tests.helpers import TestCoordinator, event_for, finish, hello, start_worker
 
 
 @pytest.fixture
@@ -24,15 +24,6 @@ def bucket(s3):
 
 def run(coro):
     return asyncio.run(coro)
-
-
-async def hello(keys, **extra):
-    coord = TestCoordinator(keys)
-    await coord.__aenter__()
-    proc = await start_worker(event_for(keys, coord.port, **extra))
-    conn = await coord.accept()
-    assert await conn.recv() == b"OK:HELLO"
-    return coord, proc, conn
 
 
 @pytest.mark.parametrize("nonblock", [0, 1])
