@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from coordinator.core.tls import make_job_keys
 from coordinator.jobs import load_job_file
+from coordinator.launch import make_events
 from coordinator.libmu import server
+from lambda_worker.event import parse_event
 
 
 def png2y4m_settings() -> type:
@@ -314,6 +318,10 @@ def test_project_options_reach_the_coordinator(monkeypatch):
     assert job.command == "png2y4m -o ##OUTFILE## ##INFILE##"
     assert job.event == {"bg_silent": 1}  # the server key and mu's addressing never reach a worker
     assert job.order is None and job.groups is None and job.relay_ports == ()
+    event = make_events(job, "job-1", "127.0.0.1:9", make_job_keys(), 1)[0]
+    assert "SECRET" not in json.dumps(event) and "akid" not in json.dumps(event)
+    worker_view = parse_event(event)
+    assert worker_view.flags["bg_silent"] == 1 and worker_view.nonblock == 1 and worker_view.bucket == "bk"
 
 
 def test_mu_flags_win_over_settings_defaults_for_the_coordinator(monkeypatch):
