@@ -77,8 +77,12 @@ def _as_text(msg: bytes | str) -> str:
     return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg
 
 
-def _as_bytes(msg: bytes | str) -> bytes:
-    return msg if isinstance(msg, bytes) else msg.encode("utf-8")
+HEADER_LEN = 13  # "%012d " before every framed message
+
+
+def _command_text(msg: bytes | str) -> str:
+    """A command as text; bytes that are not UTF-8 survive the round trip (surrogateescape)."""
+    return msg.decode("utf-8", "surrogateescape") if isinstance(msg, bytes) else msg
 
 
 class Link:
@@ -101,9 +105,10 @@ class SocketNB:
     """mu's SocketNB as a pair of in-memory queues.
 
     ``recv_queue`` holds replies (text) waiting to be handled; ``send_queue`` holds commands
-    (bytes) waiting to be written. A SocketNB built from another shares its queues, exactly as
-    mu's did, which is what lets a state enqueue a command and hand the queue to the next state.
-    There is no socket behind it: :class:`Machine` delivers replies and collects commands.
+    waiting to be written, framed as mu framed them (``format_message``). A SocketNB built
+    from another shares its queues, exactly as mu's did, which is what lets a state enqueue a
+    command and hand the queue to the next state. There is no socket behind it:
+    :class:`Machine` delivers replies and collects commands.
     """
 
     def __init__(self, sock: Any) -> None:
@@ -112,7 +117,7 @@ class SocketNB:
             self.want_write: bool = sock.want_write
             self.want_handle: bool = sock.want_handle
             self.recv_queue: deque[str] = sock.recv_queue
-            self.send_queue: deque[bytes] = sock.send_queue
+            self.send_queue: deque[str] = sock.send_queue
         else:
             self.sock = sock
             self.want_write = False
@@ -137,14 +142,15 @@ class SocketNB:
         self.want_write = len(self.send_queue) > 0
 
     def enqueue(self, msg: bytes | str) -> None:
-        self.send_queue.append(_as_bytes(msg))
+        self.send_queue.append(self.format_message(msg))
         self.update_flags()
 
     @staticmethod
-    def format_message(msg: bytes | str) -> bytes:
-        """The framed message as it goes on the wire: 12 digits of length, a space, the body."""
-        body = _as_bytes(msg)
-        return b"%012d %s" % (len(body), body)
+    def format_message(msg: bytes | str) -> str:
+        """mu's frame: 12 digits of length, a space, the message (the server frames the
+        UTF-8 bytes again when it writes them, so the length here counts characters)."""
+        text = _command_text(msg)
+        return HEADER_FMT % (len(text), text)
 
     def dequeue(self) -> str | None:
         if not self.recv_queue:
@@ -159,8 +165,8 @@ class SocketNB:
         self.update_flags()
 
     def take_sent(self) -> list[bytes]:
-        """What mu's ``do_write`` did: everything queued to send, in order."""
-        out = list(self.send_queue)
+        """What mu's ``do_write`` took: every queued command, in order, as bytes to write."""
+        out = [frame[HEADER_LEN:].encode("utf-8", "surrogateescape") for frame in self.send_queue]
         self.send_queue.clear()
         self.update_flags()
         return out

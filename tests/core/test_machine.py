@@ -633,13 +633,14 @@ def test_describe_uses_str_extra_or_the_docstring():
 def test_socketnb_queue_api():
     a = SocketNB(None)
     a.enqueue("set:x:1")
-    assert a.want_write and list(a.send_queue) == [b"set:x:1"]
+    assert a.want_write and list(a.send_queue) == ["000000000007 set:x:1"]  # framed, as in mu
     b = SocketNB(a)
     assert b.send_queue is a.send_queue
-    assert SocketNB.format_message("héllo") == b"000000000006 h\xc3\xa9llo"
+    assert SocketNB.format_message("echo:héllo") == "000000000010 echo:héllo"
+    b.enqueue(b"echo:\xff")
     b.deliver([b"OK:SET(x)"])
     assert b.want_handle and b.dequeue() == "OK:SET(x)" and b.dequeue() is None
-    assert b.take_sent() == [b"set:x:1"] and not b.want_write
+    assert b.take_sent() == [b"set:x:1", b"echo:\xff"] and not b.want_write
 
 
 def test_debug_prints_what_is_handled(capsys):
