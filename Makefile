@@ -15,8 +15,8 @@ ARCH ?= x86_64
 # `make deploy` waits for approval of changes that widen access; a pipeline may set APPROVAL=never.
 APPROVAL ?= broadening
 
-.PHONY: all venv binaries binaries-x86_64 binaries-arm64 arm64-if-possible cdk-cli lint test demo bench \
-	deploy destroy synth clean
+.PHONY: all venv binaries binaries-x86_64 binaries-arm64 arm64-if-possible cdk-cli sandbox lint test demo \
+	bench deploy destroy synth clean
 
 all: test
 
@@ -67,14 +67,31 @@ node_modules/.installed-stamp: package.json package-lock.json
 
 cdk-cli: node_modules/.installed-stamp
 
+# Local workers run in bubblewrap (README: "Local workers are sandboxed"). As root on Debian or
+# Ubuntu it is installed here; anyone else is told what to install.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (local workers run in it)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap; }; \
+	  else \
+	    echo "mu runs local workers in bubblewrap, which is not installed. Install it as root" \
+	      "(Debian/Ubuntu: 'sudo apt-get install bubblewrap'; Fedora: 'sudo dnf install bubblewrap')," \
+	      "then run make again." >&2; \
+	    exit 1; \
+	  fi; }
+	@command -v bwrap >/dev/null 2>&1 || { echo "bubblewrap did not install; see the messages above" >&2; exit 1; }
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: $(STAMP) binaries arm64-if-possible lint cdk-cli
+test: $(STAMP) binaries arm64-if-possible sandbox lint cdk-cli
 	$(PY) -m pytest
 
-demo: $(STAMP) binaries
+demo: $(STAMP) binaries sandbox
 	$(VENV)/bin/mu demo
 
 # Settings: `make synth CDK_ARGS="-c copies=4 -c regions=us-east-1,us-west-2"` (README lists them).

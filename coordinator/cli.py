@@ -9,7 +9,6 @@ import datetime as dt
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -22,13 +21,14 @@ from coordinator.core.job import Job
 from coordinator.core.logsink import default_s3_url
 from coordinator.core.machine import Debug
 from coordinator.core.relay import Relay
-from coordinator.core.runner import new_job_id, run_job
+from coordinator.core.runner import Interrupted, interruptible, new_job_id, run_job
 from coordinator.core.server import JobResult, ServerOptions
 from coordinator.core.status import Status
 from coordinator.jobs import JobFileError, job_modules, load_job_file
 from coordinator.jobs import map as map_job
 from coordinator.launch import Launcher, LaunchError
 from coordinator.launch.local import LocalLauncher
+from coordinator.launch.sandbox import NoSandbox
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -86,10 +86,13 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                    help="once this %% of actors is done, duplicate the stragglers (0: off)")  # fmt: skip
     g.add_argument("--deadline", type=_positive(float), default=None, help="seconds for the whole job (none)")
     g.add_argument("--relay-port", type=int, default=None, help="relay port for chained jobs (PORT+1)")
-    g.add_argument("--log-dir", default=None, help="local backend: folder for worker logs (a temp dir)")
+    g.add_argument("--log-dir", default=None,
+                   help="local backend: keep worker logs here (default: only if one failed)")  # fmt: skip
     g.add_argument(
         "--concurrency", type=_positive(int), default=64, help="local backend: processes at once (64)"
     )
+    g.add_argument("--no-sandbox", action="store_true",
+                   help="local backend: run workers unisolated, without bubblewrap (README)")  # fmt: skip
     aws_options.add_arguments(p, _positive(int), _positive(float))
 
 
@@ -180,11 +183,12 @@ def check_workers(args: argparse.Namespace, job: Job) -> None:
         )
 
 
-def make_launcher(args: argparse.Namespace, job_id: str, status: Status, workers: int) -> Launcher:
+def make_launcher(args: argparse.Namespace, status: Status, workers: int) -> Launcher:
     if args.backend == "aws":
         return aws_options.make_launcher(args, workers, status)
-    log_dir = args.log_dir or tempfile.mkdtemp(prefix=f"mu-{job_id}-")
-    return LocalLauncher(log_dir, concurrency=args.concurrency)
+    if args.no_sandbox:
+        status.event("--no-sandbox: local workers share this machine's /tmp and files, unisolated")
+    return LocalLauncher(args.log_dir, args.concurrency, isolation=NoSandbox() if args.no_sandbox else None)
 
 
 def job_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, job_id: str) -> tls.JobKeys:
@@ -212,7 +216,19 @@ def job_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, job_id: 
 def execute(
     parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]
 ) -> tuple[int, JobResult | None]:
-    """Build the job from ``args`` and run it; returns the exit status and the result."""
+    """Build the job from ``args`` and run it; returns the exit status and the result.
+    SIGINT and SIGTERM end it in order with status 130 and 143 (README: Stopping a job)."""
+    try:
+        with interruptible():
+            return _execute(parser, args, make_job)
+    except Interrupted as exc:
+        print(f"mu: {exc}", file=sys.stderr)
+        return 128 + exc.signal, None
+
+
+def _execute(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]
+) -> tuple[int, JobResult | None]:
     try:
         aws_options.prepare(args)  # before any AWS call, make_job's included
         job = make_job(args)
@@ -234,7 +250,7 @@ def execute(
     status = Status(job.name, job.workers)
     keys = job_keys(parser, args, job_id)
     try:
-        launcher = make_launcher(args, job_id, status, job.workers + args.spares)
+        launcher = make_launcher(args, status, job.workers + args.spares)
     except LaunchError as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 2, None
@@ -255,10 +271,13 @@ def execute(
         speculate=args.speculate, deadline=args.deadline, hello_timeout=args.hello_timeout,
     )  # fmt: skip
     profiler = cProfile.Profile() if args.cprofile else None
+    result = None
     try:
         if profiler is not None:
             profiler.enable()
-        result = asyncio.run(run_job(job, launcher, keys, options, status, advertise, job_id))
+        result = asyncio.run(
+            run_job(job, launcher, keys, options, status, advertise, job_id, handle_signals=True)
+        )
     except (OSError, ValueError) as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 1, None
@@ -269,7 +288,17 @@ def execute(
                 profiler.dump_stats(args.cprofile)
             except OSError as exc:
                 print(f"mu: cannot write profile data to {args.cprofile}: {exc.strerror}", file=sys.stderr)
-    print(result.describe(), file=sys.stderr if not result.ok else sys.stdout)
+        kept = None
+        if isinstance(launcher, LocalLauncher):
+            kept = launcher.settle_logs(keep=result is None or bool(result.failures))
+    out = sys.stdout if result.ok else sys.stderr
+    report = result.describe()
+    if report:
+        print(report, file=out)
+    if kept is not None:
+        print(f"worker logs: {kept}", file=out)
+    if result.interrupted is not None:
+        return 128 + result.interrupted, result
     return (0 if result.ok else 1), result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import ssl
 import time
 from collections.abc import Callable
@@ -76,8 +77,16 @@ class JobResult:
     relaunched: int = 0  # replacement and speculative workers launched
     # actor -> the state its worker ended in (the one that finished, if any): mu's ``states`` list
     final_states: dict[int, Any] = field(default_factory=dict)
+    interrupted: signal.Signals | None = None  # the signal that stopped the job early
 
     def describe(self) -> str:
+        """The end-of-job report. An interrupted job has had its one line already (see
+        ``Coordinator.interrupt``); only failures from before the interrupt are added."""
+        if self.interrupted is not None:
+            if not self.failures:
+                return ""
+            lines = [f"before the interrupt, {len(self.failures)} of {self.workers} workers failed:"]
+            return "\n".join(lines + [f"  {who}: {why}" for who, why in sorted(self.failures.items())])
         notes = [_count(self.relaunched, "worker") + " relaunched"] if self.relaunched else []
         notes += [_count(self.rejected, "connection") + " rejected"] if self.rejected else []
         extra = f" ({'; '.join(notes)})" if notes else ""
@@ -144,6 +153,9 @@ class Coordinator:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.interrupted: signal.Signals | None = None
+        self.deadline_passed = False
+        self._cut_short: set[int] = set()  # actors left undecided by an interrupt
         self.t0 = time.monotonic()
         self.t0_wall = time.time()  # mu's timestamps are wall-clock
         self.port = options.port
@@ -171,8 +183,12 @@ class Coordinator:
         deadline = None if self.opts.deadline is None else self.t0 + self.opts.deadline
         while not self.roster.done:
             now = time.monotonic()
+            if self.interrupted is not None:
+                self._stop_now(f"interrupted by {self.interrupted.name}")
+                break
             if deadline is not None and now >= deadline:
-                self.roster.give_up(self._deadline_reason)
+                self.deadline_passed = True
+                self.roster.give_up(self._ended_reason(f"job --deadline {self.opts.deadline:g} s passed"))
                 self.status.event(f"job --deadline {self.opts.deadline:g} s passed; stopping")
                 break
             self._apply(self.roster.tick(self._can_still_arrive(launcher, now)))
@@ -191,10 +207,35 @@ class Coordinator:
             self._unfillable_since = now
         return now - self._unfillable_since < UNFILLABLE_GRACE
 
-    def _deadline_reason(self, actor: int) -> str:
-        live = [r for r in self.playing.get(actor, set()) if r.ended is None]
-        where = f"in {describe(live[0].machine.state)}" if live else "waiting for a worker to connect"
-        return f"job --deadline {self.opts.deadline:g} s passed {where}"
+    def _ended_reason(self, why: str) -> Callable[[int], str]:
+        def reason(actor: int) -> str:
+            live = [r for r in self.playing.get(actor, set()) if r.ended is None]
+            where = f"in {describe(live[0].machine.state)}" if live else "waiting for a worker to connect"
+            return f"{why} {where}"
+
+        return reason
+
+    @property
+    def ended_early(self) -> bool:
+        """The job stopped before every actor had an outcome (deadline or interrupt)."""
+        return self.deadline_passed or self.interrupted is not None
+
+    def interrupt(self, sig: signal.Signals) -> None:
+        """Cancellation (SIGINT, SIGTERM): ``wait`` ends the job at once; live workers are told
+        ``quit:`` as the connections close, and the timing log is written as usual."""
+        if self.interrupted is None:
+            self.interrupted = sig
+            self._changed.set()
+
+    def _stop_now(self, why: str) -> None:
+        undecided = [a for a in range(self.job.workers) if a not in self.roster.outcome]
+        running = sum(1 for a in undecided if any(r.ended is None for r in self.playing.get(a, ())))
+        done = self.job.workers - len(undecided)
+        self.status.event(
+            f"interrupted: {done} done, {running} running, {len(undecided) - running} not started"
+        )
+        self._cut_short = set(undecided)
+        self.roster.give_up(self._ended_reason(why))
 
     async def close(self) -> None:
         """Stop serving, then write the status and timing log once (wait() and the runner both call this)."""
@@ -220,6 +261,8 @@ class Coordinator:
         launch_trouble = next(iter(launcher.failures().values()), None) if launcher is not None else None
         failures = {}
         for actor, why in self.roster.failures().items():
+            if actor in self._cut_short:
+                continue
             if launch_trouble and actor in self.roster.unfilled:
                 why = f"{why}; the launcher reported: {launch_trouble}"
             failures[f"actor {actor}" + (f" ({label(actor)})" if label(actor) else "")] = why
@@ -229,7 +272,7 @@ class Coordinator:
             if record.actor not in final or (record.error is None and not record.superseded):
                 final[record.actor] = record.machine.state
         return JobResult(
-            not failures and succeeded == self.job.workers,
+            not failures and succeeded == self.job.workers and self.interrupted is None,
             self.job.workers,
             succeeded,
             failures,
@@ -237,6 +280,7 @@ class Coordinator:
             self.rejected,
             self.roster.relaunched,
             final,
+            self.interrupted,
         )
 
     def timing_document(self) -> dict[str, Any]:

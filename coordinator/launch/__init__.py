@@ -59,9 +59,16 @@ class Launcher(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Stop whatever is still running."""
+        """The job is over and its workers were told ``quit:``; stop whatever is still running."""
+
+    async def abort(self) -> None:
+        """The job ended early (deadline, interrupt, error): stop workers without waiting.
+
+        Workers this launcher cannot kill (Lambda) stop on the ``quit:`` or the closed
+        connection the coordinator gave them, so the default is ``close``.
+        """
+        await self.close()
 
 
 class LaunchError(Exception):
     """The launcher cannot start at all (no credentials, bad endpoint)."""
-

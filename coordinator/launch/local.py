@@ -1,4 +1,4 @@
-"""Workers as local processes running the real Lambda handler."""
+"""Workers as local processes running the real Lambda handler, each isolated as on Lambda."""
 
 from __future__ import annotations
 
@@ -6,26 +6,40 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from coordinator.launch import Launcher
+from coordinator.launch.sandbox import Isolation, Sandbox
+
+QUIT_GRACE = 2.0  # seconds a worker told quit: has to exit on its own before it is killed
 
 
 class LocalLauncher(Launcher):
     """Workers as ``python -m lambda_worker`` processes on this machine.
 
-    At most ``concurrency`` run at once (a worker holds its slot until it exits); each one's
-    stdout and stderr go to ``log_dir/worker-N.log``.
+    Each runs in a bubblewrap sandbox (``launch.sandbox``) unless given another ``isolation``
+    (``NoSandbox`` for ``--no-sandbox``). At most ``concurrency`` run at once (a worker holds
+    its slot until it exits); each one's stdout and stderr go to ``log_dir/worker-N.log``.
+    Without a ``log_dir`` the logs go to a temporary folder that ``settle_logs`` removes unless
+    a worker failed. Workers run in sessions of their own, so a Ctrl-C at the terminal reaches
+    only ``mu``, which then stops them in order.
     """
 
     def __init__(
-        self, log_dir: str | os.PathLike[str], concurrency: int = 64, env: dict[str, str] | None = None
+        self,
+        log_dir: str | os.PathLike[str] | None = None,
+        concurrency: int = 64,
+        env: dict[str, str] | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        self.log_dir = Path(log_dir)
+        self.isolation: Isolation = isolation if isolation is not None else Sandbox()
+        self._given_log_dir = Path(log_dir) if log_dir is not None else None
+        self._log_dir: Path | None = self._given_log_dir
         self.concurrency = concurrency
         self.env = {**os.environ, **(env or {})}
         self._slots = asyncio.Semaphore(concurrency)
@@ -33,8 +47,18 @@ class LocalLauncher(Launcher):
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._exit: dict[int, int] = {}
         self._failed: dict[int, str] = {}
+        self._killed: set[int] = set()
+        self._closing = False
+
+    @property
+    def log_dir(self) -> Path:
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="mu-logs-"))
+        return self._log_dir
 
     async def launch(self, events: list[dict[str, Any]]) -> None:
+        if self._closing:
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self._run(ev)) for ev in events]
@@ -43,21 +67,26 @@ class LocalLauncher(Launcher):
         worker = int(event["worker"])
         log_path = self.log_dir / f"worker-{worker}.log"
         async with self._slots:
+            if self._closing:
+                return
             with open(log_path, "wb") as log:
                 try:
-                    proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "lambda_worker",
-                        stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, env=self.env,
-                    )  # fmt: skip
+                    proc = await self.isolation.start(worker, self.env, log)
                 except OSError as exc:
                     self._failed[worker] = f"could not start a worker process: {exc}"
                     return
                 self._procs[worker] = proc
-                await proc.communicate(json.dumps(event).encode())
-                code = proc.returncode if proc.returncode is not None else -1
-                self._exit[worker] = code
-                if code != 0:
-                    self._failed[worker] = f"worker process exited with status {code} (log: {log_path})"
+                if self._closing:  # close() began while this one was starting
+                    self._killed.add(worker)
+                    await self.isolation.kill(proc)
+                with contextlib.suppress(ConnectionError):  # a worker killed before reading
+                    await proc.communicate(json.dumps(event).encode())
+                await proc.wait()
+                await self.isolation.ended(worker, proc)
+            code = proc.returncode if proc.returncode is not None else -1
+            self._exit[worker] = code
+            if code != 0 and worker not in self._killed:
+                self._failed[worker] = f"worker process exited with status {code} (log: {log_path})"
 
     def running(self) -> int | None:
         return sum(1 for t in self._tasks if not t.done())
@@ -68,16 +97,36 @@ class LocalLauncher(Launcher):
     def exit_codes(self) -> dict[int, int]:
         return dict(self._exit)
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Give workers a moment to exit after ``quit:``, then kill what is left."""
+    async def close(self, grace: float = QUIT_GRACE) -> None:
+        """The job is over and its workers were told ``quit:``: give them ``grace`` seconds to
+        exit on their own, then kill what is left with everything it started."""
+        self._closing = True  # workers still waiting for a slot never start
+        if self._tasks and grace > 0:
+            await asyncio.wait(self._tasks, timeout=grace)
+        running = [(w, p) for w, p in self._procs.items() if p.returncode is None]
+        self._killed.update(w for w, _ in running)
+        await asyncio.gather(*(self.isolation.kill(p) for _, p in running), return_exceptions=True)
         if self._tasks:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout=grace)
-        for proc in self._procs.values():
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            await asyncio.wait(self._tasks, timeout=5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.isolation.close()
 
+    async def abort(self) -> None:
+        """The job ended early (deadline, interrupt, error): kill every worker now."""
+        await self.close(grace=0)
+
+    def settle_logs(self, keep: bool) -> Path | None:
+        """Where the worker logs are kept, or None once removed.
+
+        A folder the user named is always kept; a temporary one only when ``keep`` (the job
+        failed) or when a worker process failed on its own.
+        """
+        if self._log_dir is None:
+            return None
+        if self._given_log_dir is not None or keep or self._failed:
+            return self._log_dir
+        shutil.rmtree(self._log_dir, ignore_errors=True)
+        self._log_dir = None
+        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -17,12 +18,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from coordinator.core.runner import run_job
+from coordinator.core.runner import Interrupted, interruptible, run_job
 from coordinator.core.server import ServerOptions
 from coordinator.core.status import Status
 from coordinator.core.tls import make_job_keys
 from coordinator.jobs import png2y4m
+from coordinator.launch import LaunchError
 from coordinator.launch.local import LocalLauncher
+from coordinator.launch.sandbox import Isolation, NoSandbox, Sandbox
 from coordinator.local.locals3 import FAKE_CREDENTIALS, LocalS3
 from coordinator.local.y4m import bt601_420, parse_y4m, psnr
 
@@ -102,7 +105,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=6, help="frames per chunk (6)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
-    p.add_argument("--out", default=None, help="folder for the timing log and worker logs (a temp dir)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="keep the timing log, worker logs and S3 log here (default: only if the demo fails)",
+    )
+    p.add_argument("--no-sandbox", action="store_true", help="run workers without bubblewrap (README)")
     args = p.parse_args(argv)
     for name in ("workers", "frames", "width", "height"):
         if getattr(args, name) < 1:
@@ -117,9 +125,28 @@ def main(argv: list[str]) -> int:
         print("mu demo needs numpy and moto; run it with 'make demo', which installs them", file=sys.stderr)
         return 2
     args = parse_args(argv)
+    os.environ.update(FAKE_CREDENTIALS)  # the embedded S3 takes any; workers must not look for real ones
+    try:
+        isolation: Isolation = NoSandbox() if args.no_sandbox else Sandbox()
+    except LaunchError as exc:
+        print(f"mu demo: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out or tempfile.mkdtemp(prefix="mu-demo-"))
+    code = 1
+    try:
+        with interruptible():
+            code = _demo(args, out, isolation)
+    except Interrupted as exc:
+        print(f"mu demo: {exc}", file=sys.stderr)
+        code = 128 + exc.signal
+    finally:
+        if args.out is None and code != 1:  # a failed demo keeps what explains it
+            shutil.rmtree(out, ignore_errors=True)
+    return code
+
+
+def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.update(FAKE_CREDENTIALS)
     total = args.workers * args.frames
     bucket, video = "mu-demo", "demo"
     print(
@@ -147,12 +174,16 @@ def main(argv: list[str]) -> int:
         options = ServerOptions(
             host="127.0.0.1", port=0, kill_time=120, connect_timeout=120, timing_log=str(timing)
         )
-        launcher = LocalLauncher(out / "workers", concurrency=args.workers)
+        launcher = LocalLauncher(out / "workers", concurrency=args.workers, isolation=isolation)
         t = time.monotonic()
         result = asyncio.run(
-            run_job(job, launcher, make_job_keys(), options, Status("png2y4m", args.workers))
+            run_job(
+                job, launcher, make_job_keys(), options, Status("png2y4m", args.workers), handle_signals=True
+            )
         )
         wall = time.monotonic() - t
+        if result.interrupted is not None:
+            return 128 + result.interrupted
         problems = [] if result.ok else [result.describe()]
         for chunk in range(args.workers):
             key = png2y4m.output_key(video, args.frames, chunk)
@@ -166,7 +197,10 @@ def main(argv: list[str]) -> int:
         f"  job: {result.succeeded}/{args.workers} workers succeeded, "
         f"wall time {wall:.2f} s, {total / wall:.1f} frames/s"
     )
-    print(f"  timing log: {timing}; worker logs: {out / 'workers'}")
+    if args.out or problems:
+        print(f"  timing log: {timing}; worker logs: {out / 'workers'}")
+    else:
+        print("  (--out DIR keeps the timing log and the worker logs)")
     if problems:
         print("mu demo FAILED:", *problems, sep="\n  ")
         return 1

@@ -48,9 +48,11 @@ class LocalS3:
             ) from exc
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, **FAKE_CREDENTIALS}
+        # A session of its own: a Ctrl-C at the terminal reaches only mu, which stops this server
+        # after its workers (they may still be transferring).
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,28 +18,78 @@ import time
 from pathlib import Path
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces; fields after it are fixed.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _live_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and alive(int(entry))]
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping; a zombie has released everything but its exit status."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
 def children(pid: int) -> list[int]:
     """Processes whose parent is ``pid``."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces; fields after it are fixed.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
+        if entry.isdigit():
+            fields = _stat(entry)
+            if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry))
+    return found
+
+
+def processes_with(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (a marker a test put there)."""
+    found = []
+    for pid in _live_pids():
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            if text.encode() in argv:
+                found.append(pid)
+    return found
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment holds ``name=value``: whatever a run started, even
+    after it has left the run's process tree."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for pid in _live_pids():
+        with contextlib.suppress(OSError):
+            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(pid)
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, parents first."""
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [kid for parent in frontier for kid in children(parent)]
+        found += frontier
     return found
 
 
 def worker_pids(coordinator: int) -> list[int]:
+    """The worker processes (``python -m lambda_worker``) below the coordinator. Local workers
+    run inside bubblewrap, so they are its grandchildren; the ``bwrap`` processes around them
+    carry the same arguments and are skipped by their program name."""
     pids = []
-    for pid in children(coordinator):
+    for pid in descendants(coordinator):
         with contextlib.suppress(OSError):
-            if b"lambda_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"lambda_worker" in argv and os.path.basename(argv[0]).startswith(b"python"):
                 pids.append(pid)
     return pids
 
@@ -95,12 +145,13 @@ def signal_quietly(pid: int, sig: signal.Signals) -> bool:
 
 
 class MuRun:
-    """``python -m coordinator run ...`` in the background, its output collected."""
+    """``python -m coordinator run ...`` (or another ``subcommand``) in the background, its
+    output collected."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, subcommand: str = "run", env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coordinator", "run", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "coordinator", subcommand, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.pid = self.proc.pid
         self._out: list[str] = []

@@ -2,7 +2,8 @@
 
 Each job here misbehaves on purpose, on an actor's first attempt only: a marker directory
 made atomically by the worker's shell records that the attempt happened, so the replacement
-(a new process with no memory) behaves.
+(a new process with no memory, in a new sandbox) behaves. The markers live in a host folder
+shared into every worker's sandbox at ``MARKS``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ from coordinator.core.status import Status
 from coordinator.core.tls import make_job_keys
 from coordinator.jobs import scan
 from coordinator.launch.local import LocalLauncher
+from coordinator.launch.sandbox import Sandbox
 from tests.helpers import scan_input, scan_reference, scripted_job
+
+MARKS = "/mnt/marks"  # the markers folder inside each sandbox
 
 
 def run(job: Job, tmp_path, **options) -> tuple[JobResult, dict]:
     timing = tmp_path / f"timing-{uuid.uuid4().hex[:6]}.json"
     opts = ServerOptions(host="127.0.0.1", port=0, kill_time=30, connect_timeout=30, timing_log=str(timing),
                          **options)  # fmt: skip
-    launcher = LocalLauncher(tmp_path / "logs", concurrency=job.workers * 2)
+    marks = tmp_path / "marks"
+    marks.mkdir(exist_ok=True)
+    sandbox = Sandbox(shared={MARKS: marks})
+    launcher = LocalLauncher(tmp_path / "logs", concurrency=job.workers * 2, isolation=sandbox)
     status = Status(job.name, job.workers, tty=False)
     result = asyncio.run(asyncio.wait_for(run_job(job, launcher, make_job_keys(), opts, status), 60))
     return result, json.loads(timing.read_text())
@@ -34,9 +41,7 @@ def run(job: Job, tmp_path, **options) -> tuple[JobResult, dict]:
 
 def misbehaving(tmp_path, workers: int, victims: tuple[int, ...], bad: str, good: str = "true") -> Job:
     """Victims misbehave on their first attempt only."""
-    marks = tmp_path / "marks"
-    marks.mkdir(exist_ok=True)
-    return scripted_job(workers, good, victims, bad, str(marks))
+    return scripted_job(workers, good, victims, bad, MARKS)
 
 
 def test_a_worker_that_replies_fail_is_replaced(tmp_path):
@@ -116,15 +121,13 @@ def test_a_relay_partner_lost_mid_chain_is_replaced_and_gets_its_state(s3, tmp_p
     n = 4
     bucket, chunks = scan_input(s3, "in/", n)
     client = s3.client()
-    marks = tmp_path / "marks"
-    marks.mkdir()
     info = {
         "bucket": bucket,
         "input": "in/",
         "output": "out/",
         "workers": n,
         "victims": [2],
-        "marks": str(marks),
+        "marks": MARKS,
     }
     job = Job(
         "scan", LoseOnceConfig, workers=n, info=info, bucket=bucket, s3_endpoint=s3.endpoint, relay=True

@@ -1,0 +1,121 @@
+"""Cancellation: SIGINT and SIGTERM to ``mu`` stop a job in order, and a --deadline ends it on time.
+
+Everything runs as a user would run it, and is checked from outside through /proc: every
+process ``mu`` started carries a marker in its environment, so whatever is left behind is found
+even after it has left ``mu``'s process tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.resilience.chaos import MuRun, processes_with, processes_with_env
+
+
+class Mu(MuRun):
+    """``python -m coordinator ARGS`` with its own TMPDIR and a marker in its environment."""
+
+    def __init__(self, tmp_path: Path, subcommand: str, *args: str) -> None:
+        self.mark = uuid.uuid4().hex
+        self.tmpdir = tmp_path / "tmpdir"
+        self.tmpdir.mkdir()
+        env = {**os.environ, "MU_TEST_MARK": self.mark, "TMPDIR": str(self.tmpdir)}
+        super().__init__(*args, subcommand=subcommand, env=env)
+
+    def wait_for_line(self, text: str, timeout: float = 60) -> None:
+        self.wait_for(lambda: text in self.stderr, timeout, repr(text))
+
+    def leftovers(self) -> list[int]:
+        return [p for p in processes_with_env("MU_TEST_MARK", self.mark) if p != self.proc.pid]
+
+
+def map_job(s3, tmp_path, seconds: list[str], *extra: str) -> Mu:
+    """``mu map`` over one object per worker; worker i sleeps ``seconds[i]``."""
+    bucket = f"cancel-{uuid.uuid4().hex[:10]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    for i, s in enumerate(seconds):
+        client.put_object(Bucket=bucket, Key=f"in/{i:02d}", Body=s.encode())
+    return Mu(
+        tmp_path, "map", "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/",
+        "--command", "sleep $(cat ##INFILE##) && echo done > ##OUTFILE##", "-t", "0",
+        "--s3-endpoint", s3.endpoint, "-O", str(tmp_path / "timing.json"), *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_job_in_order(s3, tmp_path, sig):
+    long = f"{300 + uuid.uuid4().int % 10**6 / 10**6:.6f}"  # a duration no other process sleeps
+    # Actor 0's command ends at once; three more sleep; the fifth worker has no slot yet.
+    mu = map_job(s3, tmp_path, ["0", long, long, long, long], "--concurrency", "3")
+    mu.wait_for_line("actor 0 finished")
+    mu.wait_for_line("actor 3 connected")
+    end = time.monotonic() + 30
+    while len(processes_with(f"sleep {long}")) < 3:
+        assert time.monotonic() < end, mu.stderr
+        time.sleep(0.02)
+    mu.proc.send_signal(sig)
+    assert mu.finish() == 128 + sig
+    lines = mu.stderr.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines if "interrupted" in line] == [
+        "interrupted: 1 done, 3 running, 1 not started"
+    ]
+    assert "Traceback" not in mu.stderr and mu.stdout == ""
+    log = json.loads((tmp_path / "timing.json").read_text())
+    outcomes = sorted((r["actor"], r["ok"]) for r in log["records"])
+    assert outcomes == [(0, True), (1, False), (2, False), (3, False)]
+    assert mu.leftovers() == [] and processes_with(f"sleep {long}") == []
+    assert list(mu.tmpdir.iterdir()) == []  # no log folder, no temp folder
+
+
+def test_a_failed_worker_keeps_its_logs_and_says_where(s3, tmp_path):
+    mu = map_job(s3, tmp_path, ["0", "not-a-number"])
+    assert mu.finish() == 1
+    [kept] = list(mu.tmpdir.iterdir())
+    assert f"worker logs: {kept}" in mu.stderr
+    assert sorted(p.name for p in kept.iterdir()) == ["worker-0.log", "worker-1.log"]
+    assert mu.leftovers() == []
+
+
+def test_a_clean_run_leaves_nothing_in_tmp(s3, tmp_path):
+    mu = map_job(s3, tmp_path, ["0", "0"])
+    assert mu.finish() == 0, mu.stderr
+    assert "worker logs" not in mu.stdout + mu.stderr
+    assert list(mu.tmpdir.iterdir()) == [] and mu.leftovers() == []
+
+
+def test_the_deadline_ends_the_job_at_the_deadline(s3, tmp_path):
+    long = f"{300 + uuid.uuid4().int % 10**6 / 10**6:.6f}"
+    mu = map_job(s3, tmp_path, [long, long], "--deadline", "3")
+    mu.wait_for_line("passed; stopping")
+    stopping = time.monotonic()
+    assert mu.finish() == 1
+    # Workers that are not done are killed at once; the old launcher waited 5 s first. The
+    # bound is generous: this checks that nothing waits, not how fast the machine is.
+    assert time.monotonic() - stopping < 3
+    assert "actor 0 (chunk 0: in/00): job --deadline 3 s passed in MapChunkState" in mu.stderr, mu.stderr
+    assert mu.leftovers() == [] and processes_with(f"sleep {long}") == []
+
+
+def test_a_signal_to_the_demo_stops_its_s3_server_and_workers(tmp_path):
+    mu = Mu(tmp_path, "demo", "--workers", "2", "--frames", "30", "--width", "320", "--height", "180")
+    mu.wait_for_line("actor 1 connected", timeout=120)
+    mu.proc.send_signal(signal.SIGTERM)
+    assert mu.finish() == 143
+    assert "Traceback" not in mu.stderr
+    assert mu.leftovers() == []  # the moto server and every worker
+    assert list(mu.tmpdir.iterdir()) == []
+
+
+def test_a_demo_that_passes_leaves_nothing_in_tmp(tmp_path):
+    mu = Mu(tmp_path, "demo", "--workers", "2", "--frames", "2", "--width", "64", "--height", "36")
+    assert mu.finish(timeout=120) == 0, mu.stderr
+    assert "mu demo OK" in mu.stdout and "--out DIR keeps" in mu.stdout
+    assert list(mu.tmpdir.iterdir()) == [] and mu.leftovers() == []

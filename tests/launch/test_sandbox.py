@@ -1,0 +1,198 @@
+"""Local workers in bubblewrap: real jobs, real sandboxes, checked from the host through /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.core.runner import run_job
+from coordinator.core.server import JobResult, ServerOptions
+from coordinator.core.status import Status
+from coordinator.core.tls import make_job_keys
+from coordinator.launch.local import LocalLauncher
+from coordinator.launch.sandbox import NoSandbox, Sandbox, SandboxError
+from tests.helpers import scripted_job
+from tests.resilience.chaos import alive, descendants, processes_with, worker_pids
+
+SHARED = "/mnt/out"  # a host folder shared into every sandbox, for the commands' findings
+
+
+def run(job, tmp_path, isolation=None, during=None) -> JobResult:
+    opts = ServerOptions(host="127.0.0.1", port=0, kill_time=60, connect_timeout=60)
+    launcher = LocalLauncher(tmp_path / "logs", concurrency=job.workers, isolation=isolation)
+
+    async def scenario():
+        task = asyncio.create_task(run_job(job, launcher, make_job_keys(), opts, Status("t", 1, tty=False)))
+        if during is not None:
+            await during(task, launcher)
+        return await asyncio.wait_for(task, 120)
+
+    return asyncio.run(scenario())
+
+
+def marker() -> str:
+    """A sleep duration no other process on the machine uses, to find ours in /proc."""
+    return f"{random.randint(300, 399)}.{random.randint(10**6, 10**7 - 1)}"
+
+
+def test_each_worker_has_a_private_tmp_and_rm_rf_tmp_touches_only_its_own(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="mu-sentinel-") as sentinel:
+        # Every worker leaves a file in /tmp, waits until all three have, lists /tmp, wipes it
+        # as mu jobs do (`rm -rf /tmp/*`), and lists it again.
+        cmd = (
+            f"me=$(hostname); touch /tmp/own-$me; touch {SHARED}/ready-$me; "
+            f"for i in $(seq 300); do [ $(ls {SHARED} | grep -c ready-) -ge 3 ] && break; sleep 0.05; done; "
+            f"ls -A /tmp > {SHARED}/before-$me; rm -rf /tmp/*; ls -A /tmp > {SHARED}/after-$me"
+        )
+        result = run(scripted_job(3, good=cmd), tmp_path, Sandbox(shared={SHARED: out}))
+        assert result.ok, result.describe()
+        assert Path(sentinel.name).exists()  # the host's /tmp is untouched
+    names = sorted(p.name.removeprefix("before-") for p in out.glob("before-*"))
+    assert len(names) == 3
+    for me in names:
+        before = (out / f"before-{me}").read_text().split()
+        assert f"own-{me}" in before
+        assert [f for f in before if f.startswith("own-")] == [f"own-{me}"]  # nobody else's
+        assert len([f for f in before if f.startswith("mu-")]) <= 1  # the worker's ##TMPDIR##
+        assert [f for f in before if not f.startswith(("own-", "mu-"))] == []  # nothing of the host
+        assert (out / f"after-{me}").read_text().split() == []
+    assert not list(Path("/tmp").glob("own-mu-worker-*"))
+
+
+def test_the_sandbox_is_read_only_outside_tmp_and_hides_the_host(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    probes = {
+        "task": "touch /var/task/x",
+        "code": "touch /opt/mu/lambda_worker/x",
+        "usr": "touch /usr/x",
+        "checkout": f"ls {Path(__file__).resolve().parents[2]}",
+        "host_tmp": f"ls {tmp_path}",
+        "shadow": "cat /etc/shadow",
+    }
+    cmd = "; ".join(
+        f"{{ {probe}; }} >/dev/null 2>&1; echo $? > {SHARED}/{name}" for name, probe in probes.items()
+    )
+    result = run(scripted_job(1, good=cmd), tmp_path, Sandbox(shared={SHARED: out}))
+    assert result.ok, result.describe()
+    refused = {name: (out / name).read_text().strip() != "0" for name in probes}
+    assert refused == dict.fromkeys(probes, True)
+
+
+def test_a_worker_killed_mid_run_leaves_no_process_behind(tmp_path):
+    mark = marker()
+    # The command starts children three ways, one of them a daemon that leaves the tree.
+    cmd = f"sleep {mark} & setsid sleep {mark} & (sleep {mark} &); sleep {mark}"
+
+    sandbox: list[int] = []
+
+    async def kill_the_worker(task, launcher):
+        end = time.monotonic() + 60
+        while len(processes_with(f"sleep {mark}")) < 5:  # the shell and its four sleeps
+            assert time.monotonic() < end and not task.done(), "the command never started"
+            await asyncio.sleep(0.05)
+        monitor = launcher._procs[0].pid  # bwrap, outside the sandbox
+        [worker] = worker_pids(monitor)
+        sandbox.extend(descendants(monitor))
+        os.kill(worker, signal.SIGKILL)
+
+    result = run(scripted_job(1, good=cmd), tmp_path, during=kill_the_worker)
+    assert not result.ok and "worker disconnected" in result.failures["actor 0"]
+    assert processes_with(f"sleep {mark}") == []
+    assert len(sandbox) >= 6 and [p for p in sandbox if alive(p)] == []
+
+
+def test_a_worker_that_ends_takes_its_daemons_with_it(tmp_path):
+    mark = marker()
+    result = run(scripted_job(2, good=f"setsid sleep {mark} > /dev/null 2>&1 < /dev/null &"), tmp_path)
+    assert result.ok, result.describe()
+    assert processes_with(f"sleep {mark}") == []
+
+
+def test_killing_mu_itself_ends_every_sandbox(tmp_path, s3):
+    """--die-with-parent: a coordinator killed with SIGKILL leaves no worker behind."""
+    mark = marker()
+    bucket = f"die-{random.randint(0, 10**9)}"
+    s3.client().create_bucket(Bucket=bucket)
+    for i in range(2):
+        s3.client().put_object(Bucket=bucket, Key=f"in/{i}", Body=b"x")
+    mu = subprocess.Popen(
+        [sys.executable, "-m", "coordinator", "map", "--input", f"s3://{bucket}/in/", "--output",
+         f"s3://{bucket}/out/", "--command", f"sleep {mark}", "-t", "0", "--s3-endpoint", s3.endpoint,
+         "--log-dir", str(tmp_path / "logs")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while len(processes_with(f"sleep {mark}")) < 2:
+            assert time.monotonic() < end and mu.poll() is None, "the commands never started"
+            time.sleep(0.05)
+    finally:
+        mu.kill()
+        mu.wait()
+    end = time.monotonic() + 10
+    while processes_with(f"sleep {mark}") and time.monotonic() < end:
+        time.sleep(0.05)
+    assert processes_with(f"sleep {mark}") == []
+
+
+def test_without_a_sandbox_a_killed_worker_still_takes_its_commands(tmp_path):
+    mark = marker()
+    isolation = NoSandbox()
+
+    async def kill_the_job(task, launcher):
+        end = time.monotonic() + 60
+        while len(processes_with(f"sleep {mark}")) < 2:
+            assert time.monotonic() < end and not task.done(), "the command never started"
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        run(scripted_job(1, good=f"sleep {mark} & sleep {mark}"), tmp_path, isolation, kill_the_job)
+    left = processes_with(f"sleep {mark}")
+    assert left == [], [Path(f"/proc/{p}/stat").read_text() for p in left]
+    assert isolation._scratch is None  # its scratch TMPDIR is gone
+
+
+def test_no_bwrap_is_a_clear_refusal(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SandboxError, match=r"not installed.*apt-get install bubblewrap.*no-sandbox"):
+        Sandbox()
+
+
+def test_a_sandbox_that_cannot_start_is_a_clear_refusal(tmp_path):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(SandboxError, match=r"No permissions.*user namespaces.*--no-sandbox"):
+        Sandbox(bwrap=str(fake))
+
+
+def test_mu_refuses_local_jobs_without_a_sandbox_unless_told(tmp_path, s3):
+    bucket = f"nobwrap-{random.randint(0, 10**9)}"
+    s3.client().create_bucket(Bucket=bucket)
+    s3.client().put_object(Bucket=bucket, Key="in/0", Body=b"x")
+    env = {**os.environ, "PATH": str(tmp_path), "TMPDIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "coordinator", "map", "--input", f"s3://{bucket}/in/", "--output",
+           f"s3://{bucket}/out/", "--command", "echo done > ##OUTFILE##", "-t", "0",
+           "--s3-endpoint", s3.endpoint]  # fmt: skip
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "'bwrap' is not installed" in refused.stderr and "--no-sandbox" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    unisolated = subprocess.run([*cmd, "--no-sandbox"], env=env, capture_output=True, text=True, timeout=120)
+    assert unisolated.returncode == 0, unisolated.stderr
+    assert "--no-sandbox: local workers share this machine's /tmp" in unisolated.stderr
+    assert s3.client().get_object(Bucket=bucket, Key="out/00000000")["Body"].read() == b"done\n"
+    assert list(tmp_path.iterdir()) == []  # no log folder, no scratch folder left
