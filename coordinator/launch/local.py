@@ -24,7 +24,7 @@ class LocalLauncher(Launcher):
     (``NoSandbox`` for ``--no-sandbox``). At most ``concurrency`` run at once (a worker holds
     its slot until it exits); each one's stdout and stderr go to ``log_dir/worker-N.log``.
     Without a ``log_dir`` the logs go to a temporary folder that ``settle_logs`` removes unless
-    a worker failed. Workers run in sessions of their own, so a Ctrl-C at the terminal reaches
+    the job failed. Workers run in sessions of their own, so a Ctrl-C at the terminal reaches
     only ``mu``, which then stops them in order.
     """
 
@@ -118,14 +118,11 @@ class LocalLauncher(Launcher):
         await self.close(grace=0)
 
     def settle_logs(self, keep: bool) -> Path | None:
-        """Where the worker logs are kept, or None once removed.
-
-        A folder the user named is always kept; a temporary one only when ``keep`` (the job
-        failed) or when a worker process failed on its own.
-        """
+        """Where the worker logs are kept, or None once removed: a folder the user named always,
+        a temporary one only when ``keep`` (an actor failed, so a log may explain it)."""
         if self._log_dir is None:
             return None
-        if self._given_log_dir is not None or keep or self._failed:
+        if self._given_log_dir is not None or keep:
             return self._log_dir
         shutil.rmtree(self._log_dir, ignore_errors=True)
         self._log_dir = None

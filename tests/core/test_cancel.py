@@ -72,7 +72,7 @@ def test_a_signal_stops_the_job_in_order(s3, tmp_path, sig):
     outcomes = sorted((r["actor"], r["ok"]) for r in log["records"])
     assert outcomes == [(0, True), (1, False), (2, False), (3, False)]
     assert mu.leftovers() == [] and processes_with(f"sleep {long}") == []
-    assert list(mu.tmpdir.iterdir()) == []  # no log folder, no temp folder
+    assert list(mu.tmpdir.iterdir()) == [], mu.stderr  # no log folder, no temp folder
 
 
 def test_a_failed_worker_keeps_its_logs_and_says_where(s3, tmp_path):
