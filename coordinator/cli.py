@@ -200,7 +200,8 @@ def job_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, job_id: 
             parser.error("give all of -c CA_CERT, -s SRV_CERT and -k SRV_KEY (or the same environment "
                          "variables), or none of them for fresh per-job keys")  # fmt: skip
         if args.keys:
-            parser.error("--keys and -c/-s/-k both name the coordinator's keys; give one of them")
+            parser.error("--keys and -c/-s/-k (or CA_CERT, SRV_CERT, SRV_KEY) both name the coordinator's "
+                         "keys; give one of them")  # fmt: skip
         try:
             return tls.user_keys(*certs, label=job_id)
         except tls.CertificateError as exc:

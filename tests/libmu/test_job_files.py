@@ -55,39 +55,21 @@ def check_chunks(s3, bucket: str, video: str, frames: int, chunks: range) -> Non
         assert verify_chunk(body, chunk, frames, W, H) == [], f"chunk {chunk}"
 
 
+def job_flags(s3, tmp_path, bucket: str, *flags: str) -> list[str]:
+    """The flags every run here shares, then the test's own."""
+    common = ["-v", "clip", "-b", bucket, "-t", "0", "--s3-endpoint", s3.endpoint, "--command", COMMAND]
+    return [*common, "--log-dir", str(tmp_path / "logs"), *flags]
+
+
 def test_python_job_py_runs_a_mu_style_job_file(s3, tmp_path, png2y4m):
-    video, frames, workers = "clip", 3, 3
-    bucket = frames_bucket(s3, video, frames * workers)
+    frames, workers = 3, 3
+    bucket = frames_bucket(s3, "clip", frames * workers)
     timing, profile = tmp_path / "timing.json", tmp_path / "coordinator.prof"
-    proc = run(
-        [
-            sys.executable,
-            str(JOBS / "png2y4m_job.py"),
-            "-n",
-            str(workers),
-            "-f",
-            str(frames),
-            "-v",
-            video,
-            "-b",
-            bucket,
-            "-t",
-            "0",
-            "-O",
-            str(timing),
-            "-P",
-            str(profile),
-            "--s3-endpoint",
-            s3.endpoint,
-            "--command",
-            COMMAND,
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ]
-    )
+    flags = ["-n", str(workers), "-f", str(frames), "-O", str(timing), "-P", str(profile)]
+    proc = run([sys.executable, str(JOBS / "png2y4m_job.py"), *job_flags(s3, tmp_path, bucket, *flags)])
     assert proc.returncode == 0, proc.stderr
     assert f"all {workers} workers finished" in proc.stdout
-    check_chunks(s3, bucket, video, frames, range(workers))
+    check_chunks(s3, bucket, "clip", frames, range(workers))
 
     log = json.loads(timing.read_text())
     record = next(r for r in log["records"] if r["actor"] == 0)
@@ -102,43 +84,14 @@ def test_python_job_py_runs_a_mu_style_job_file(s3, tmp_path, png2y4m):
 
 
 def test_mu_run_job_file_with_user_certificates_and_an_offset(s3, tmp_path, png2y4m):
-    video, frames, workers, offset = "clip", 2, 2, 1
-    bucket = frames_bucket(s3, video, frames * (workers + offset))
+    frames, workers, offset = 2, 2, 1
+    bucket = frames_bucket(s3, "clip", frames * (workers + offset))
     ca, cert, key = mu_style_certs(tmp_path / "keys")
-    proc = run(
-        [
-            sys.executable,
-            "-m",
-            "coordinator",
-            "run",
-            str(JOBS / "png2y4m_job.py"),
-            "-n",
-            str(workers),
-            "-f",
-            str(frames),
-            "-o",
-            str(offset),
-            "-v",
-            video,
-            "-b",
-            bucket,
-            "-t",
-            "0",
-            "-c",
-            ca,
-            "-s",
-            cert,
-            "--s3-endpoint",
-            s3.endpoint,
-            "--command",
-            COMMAND,
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ],
-        SRV_KEY=key,
-    )
+    flags = ["-n", str(workers), "-f", str(frames), "-o", str(offset), "-c", ca, "-s", cert]
+    mu_run = [sys.executable, "-m", "coordinator", "run", str(JOBS / "png2y4m_job.py")]
+    proc = run([*mu_run, *job_flags(s3, tmp_path, bucket, *flags)], SRV_KEY=key)
     assert proc.returncode == 0, proc.stderr
-    check_chunks(s3, bucket, video, frames, range(offset, offset + workers))
+    check_chunks(s3, bucket, "clip", frames, range(offset, offset + workers))
     user_key = Path(key).read_text()
     for log in (tmp_path / "logs").iterdir():
         assert user_key.splitlines()[1] not in log.read_text()
@@ -147,26 +100,7 @@ def test_mu_run_job_file_with_user_certificates_and_an_offset(s3, tmp_path, png2
 def test_a_failing_worker_fails_the_job_file_with_status_1(s3, tmp_path, png2y4m):
     bucket = frames_bucket(s3, "clip", 2)  # two frames; chunk 1 asks for frames 3 and 4
     proc = run(
-        [
-            sys.executable,
-            str(JOBS / "png2y4m_job.py"),
-            "-n",
-            "2",
-            "-f",
-            "2",
-            "-v",
-            "clip",
-            "-b",
-            bucket,
-            "-t",
-            "0",
-            "--s3-endpoint",
-            s3.endpoint,
-            "--command",
-            COMMAND,
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ]
+        [sys.executable, str(JOBS / "png2y4m_job.py"), *job_flags(s3, tmp_path, bucket, "-n", "2", "-f", "2")]
     )
     assert proc.returncode == 1
     assert "1 of 2 workers failed" in proc.stderr
