@@ -29,6 +29,7 @@ from coordinator.jobs import map as map_job
 from coordinator.launch import Launcher, LaunchError
 from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import NoSandbox
+from coordinator.report import command as report_command
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mu", description="Run parallel jobs on AWS Lambda workers driven over mutual TLS."
     )
     sub = parser.add_subparsers(
-        dest="subcommand", required=True, metavar="{run,map,submit,relay,genkeys,demo}"
+        dest="subcommand", required=True, metavar="{run,map,report,submit,relay,genkeys,demo}"
     )
     run = sub.add_parser("run", help="run a job")
     jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="connections allowed before HELLO_STATE at once; more are cut (4096)")  # fmt: skip
     rl.add_argument("--stall-timeout", type=_positive(float), default=60.0,
                     help="seconds a peer may take nothing before it is disconnected (60)")  # fmt: skip
+    rp = sub.add_parser("report", help="summarise a timing log: time per state, launch latency, "
+                        "stragglers, failures, cost; --png draws the timeline")  # fmt: skip
+    report_command.add_arguments(rp)
     gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
     gk.add_argument("dir")
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
@@ -408,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_genkeys(args)
     if args.subcommand == "relay":
         return cmd_relay(args)
+    if args.subcommand == "report":
+        return report_command.run(args)
     if args.subcommand == "map":
         return cmd_run(parser, args, map_job.make_job)
     return cmd_run(parser, args, job_modules()[args.job].make_job)

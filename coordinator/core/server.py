@@ -22,6 +22,7 @@ from coordinator.core.logsink import deliver, s3_client_factory
 from coordinator.core.machine import Machine, describe
 from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
+from coordinator.report import timing
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
@@ -49,11 +50,13 @@ class WorkerRecord:
     error: str | None = None
     superseded: bool = False  # another worker finished this actor first
 
-    def timing(self, t0: float, t0_wall: float) -> dict[str, Any]:
-        """``states``: each state the worker entered, named by ``describe`` (mu's ``str_extra``);
-        ``mu_timeline``: mu's own log line for the worker, (time, class) of every state built."""
+    def timing(self, t0: float, t0_wall: float, label: str = "") -> dict[str, Any]:
+        """``states``: each state the worker entered, named by ``describe`` (mu's ``str_extra``),
+        with its human name; ``mu_timeline``: mu's own log line for the worker, (time, class) of
+        every state built."""
         return {
             "actor": self.actor,
+            "label": label,
             "peer": self.peer,
             "duplicate": self.duplicate,
             "connected": round(self.connected - t0, 6),
@@ -61,7 +64,7 @@ class WorkerRecord:
             "ok": self.error is None,
             "superseded": self.superseded,
             "error": self.error,
-            "states": [{"state": name, "t": round(t - t0_wall, 6)} for name, t in self.machine.history],
+            "states": timing.state_entries(self.machine.history, t0_wall),
             "mu_timeline": [[round(t - t0_wall, 6), name] for t, name in self.machine.timeline()],
         }
 
@@ -78,6 +81,7 @@ class JobResult:
     # actor -> the state its worker ended in (the one that finished, if any): mu's ``states`` list
     final_states: dict[int, Any] = field(default_factory=dict)
     interrupted: signal.Signals | None = None  # the signal that stopped the job early
+    timing: dict[str, Any] | None = None  # the timing log's document (coordinator.report.timing)
 
     def describe(self) -> str:
         """The end-of-job report. An interrupted job has had its one line already (see
@@ -120,6 +124,9 @@ class ServerOptions:
     timing_s3: str | None = None  # s3://BUCKET/KEY
     spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
     relay_port: int = 0  # for jobs that pass data between workers; 0 picks a free port
+    # What the timing log records besides the server's books: backend, job id, cost inputs
+    # (see coordinator.report.timing.document); "prices" overrides the cost table.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Coordinator:
@@ -156,6 +163,9 @@ class Coordinator:
         self.interrupted: signal.Signals | None = None
         self.deadline_passed = False
         self._cut_short: set[int] = set()  # actors left undecided by an interrupt
+        self.books = timing.ServerBooks()
+        self.launcher: LaunchWatch | None = None
+        self.document: dict[str, Any] | None = None
         self.t0 = time.monotonic()
         self.t0_wall = time.time()  # mu's timestamps are wall-clock
         self.port = options.port
@@ -180,6 +190,7 @@ class Coordinator:
 
     async def wait(self, launcher: LaunchWatch | None = None) -> JobResult:
         """Until every actor has an outcome, or the job's deadline passes."""
+        self.launcher = launcher
         deadline = None if self.opts.deadline is None else self.t0 + self.opts.deadline
         while not self.roster.done:
             now = time.monotonic()
@@ -250,14 +261,16 @@ class Coordinator:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.status.close()
+        self.document = self.timing_document()
         if self.opts.timing_log or self.opts.timing_s3:
             # A log is a report, not the job: where it cannot go is a warning, never the exit status.
             s3 = s3_client_factory(self.job.region, self.job.s3_endpoint)
-            doc = self.timing_document()
-            await asyncio.to_thread(deliver, doc, self.opts.timing_log, self.opts.timing_s3, s3)
+            await asyncio.to_thread(deliver, self.document, self.opts.timing_log, self.opts.timing_s3, s3)
 
-    def _result(self, launcher: LaunchWatch | None) -> JobResult:
-        label = self.job.actor_label or (lambda actor: "")
+    def _label(self, actor: int) -> str:
+        return self.job.actor_label(actor) if self.job.actor_label else ""
+
+    def _failures(self, launcher: LaunchWatch | None) -> dict[str, str]:
         launch_trouble = next(iter(launcher.failures().values()), None) if launcher is not None else None
         failures = {}
         for actor, why in self.roster.failures().items():
@@ -265,7 +278,12 @@ class Coordinator:
                 continue
             if launch_trouble and actor in self.roster.unfilled:
                 why = f"{why}; the launcher reported: {launch_trouble}"
-            failures[f"actor {actor}" + (f" ({label(actor)})" if label(actor) else "")] = why
+            label = self._label(actor)
+            failures[f"actor {actor}" + (f" ({label})" if label else "")] = why
+        return failures
+
+    def _result(self, launcher: LaunchWatch | None) -> JobResult:
+        failures = self._failures(launcher)
         succeeded = self.roster.succeeded
         final: dict[int, Any] = {}
         for record in self.records:
@@ -281,16 +299,26 @@ class Coordinator:
             self.roster.relaunched,
             final,
             self.interrupted,
+            self.document,
         )
 
     def timing_document(self) -> dict[str, Any]:
-        return {
-            "job": self.job.name,
-            "workers": self.job.workers,
-            "rejected_connections": self.rejected,
-            "relaunched": self.roster.relaunched,
-            "records": [r.timing(self.t0, self.t0_wall) for r in self.records],
-        }
+        failures = self._failures(self.launcher)
+        times = getattr(self.launcher, "launch_times", None)
+        return timing.document(
+            job=self.job.name,
+            workers=self.job.workers,
+            t0=self.t0,
+            records=[r.timing(self.t0, self.t0_wall, self._label(r.actor)) for r in self.records],
+            launches=times() if callable(times) else {},
+            books=self.books,
+            failures=failures,
+            ok=not failures and self.roster.succeeded == self.job.workers,
+            relaunched=self.roster.relaunched,
+            rejected=self.rejected,
+            meta=self.opts.meta,
+            prices=self.opts.meta.get("prices"),
+        )
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -387,10 +415,11 @@ class Coordinator:
         kill_time = self.opts.kill_time
         try:
             self._send(writer, machine.drain())
+            self.books.replies(first)
             self._send(writer, machine.receive(*first))
             await writer.drain()
             while not machine.done:
-                self.status.state(record.actor, describe(machine.state))
+                self.status.state(record.actor, machine.state)
                 # mu checked the kill time on every pass of its loop; here, when it falls due.
                 due = None if kill_time is None else machine.state.timestamps[0] + kill_time - time.time()
                 try:
@@ -402,7 +431,9 @@ class Coordinator:
                     machine.fail("sock closed")
                     break
                 if data:
-                    self._send(writer, machine.receive(*decoder.feed(data)))
+                    replies = decoder.feed(data)
+                    self.books.replies(replies)
+                    self._send(writer, machine.receive(*replies))
                 machine.tick(time.time(), kill_time, self.job.kill_state)
                 await writer.drain()
         except ProtocolError as exc:
@@ -415,9 +446,9 @@ class Coordinator:
         finally:
             self._finish(record)
 
-    @staticmethod
-    def _send(writer: asyncio.StreamWriter, commands: list[bytes]) -> None:
+    def _send(self, writer: asyncio.StreamWriter, commands: list[bytes]) -> None:
         if commands:
+            self.books.commands(commands)
             writer.write(b"".join(encode(c) for c in commands))
 
     def _finish(self, record: WorkerRecord) -> None:

@@ -6,6 +6,7 @@ Both send each worker the same invocation event (DESIGN.md), so a job cannot tel
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -44,6 +45,16 @@ def make_events(
 
 class Launcher(ABC):
     """Starts workers; tells the server whether any launched worker can still connect."""
+
+    def mark(self, worker: int, moment: str) -> None:
+        """Note when worker ``worker``'s invocation reached ``moment`` ("sent", "accepted",
+        "exited"), first time only, for the timing log; read back by :meth:`launch_times`."""
+        times = self.__dict__.setdefault("_launch_times", {})
+        times.setdefault(worker, {}).setdefault(moment, time.monotonic())
+
+    def launch_times(self) -> dict[int, dict[str, float]]:
+        """Worker number -> {moment: time.monotonic()} for every worker marked so far."""
+        return dict(self.__dict__.get("_launch_times", {}))
 
     @abstractmethod
     async def launch(self, events: list[dict[str, Any]]) -> None:

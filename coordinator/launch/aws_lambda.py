@@ -249,6 +249,7 @@ class LambdaLauncher(Launcher):
         try:
             while True:
                 inv = await queue.get()
+                self.mark(inv.worker, "sent")
                 try:
                     response = await conn.request(inv.raw)
                 except (OSError, TimeoutError, HTTPError, ssl.SSLError) as exc:
@@ -257,6 +258,7 @@ class LambdaLauncher(Launcher):
                     )
                     continue
                 if response.status in (200, 202, 204):
+                    self.mark(inv.worker, "accepted")
                     self.launched += 1
                     self._resolve(inv)
                 elif response.status == 429 or response.status >= 500:

@@ -69,6 +69,7 @@ class LocalLauncher(Launcher):
         async with self._slots:
             if self._closing:
                 return
+            self.mark(worker, "sent")
             with open(log_path, "wb") as log:
                 try:
                     proc = await self.isolation.start(worker, self.env, log)
@@ -79,10 +80,12 @@ class LocalLauncher(Launcher):
                 if self._closing:  # close() began while this one was starting
                     self._killed.add(worker)
                     await self.isolation.kill(proc)
+                self.mark(worker, "accepted")
                 with contextlib.suppress(ConnectionError):  # a worker killed before reading
                     await proc.communicate(json.dumps(event).encode())
                 await proc.wait()
                 await self.isolation.ended(worker, proc)
+                self.mark(worker, "exited")
             code = proc.returncode if proc.returncode is not None else -1
             self._exit[worker] = code
             if code != 0 and worker not in self._killed:

@@ -1,0 +1,156 @@
+"""The timing log (``-O FILE``): one JSON document per job, and what the server counts for it.
+
+Schema (``"schema": 2``); times are seconds since the coordinator started listening::
+
+    job, job_id, backend, started (UTC, ISO 8601), elapsed, ok, workers, spares,
+    relaunched, rejected_connections, log_dir, worker_logs,
+    launches: [{worker, sent, accepted, exited}]        # per invocation, from the launcher
+    records: [{actor, label, peer, duplicate, connected, ended, ok, superseded, error,
+               launch: {worker, sent, accepted},     # the invocation paired with it (below)
+               states: [{state, name, t}]}]          # str(state), its human name, entry time
+    failures: {"actor N (label)": reason}
+    outputs: {count, locations: [{bucket, prefix, count}]}
+    s3_requests: {get, put, list}
+    cost_inputs: {...}  (coordinator.report.cost.CostInputs)
+    cost: {total_usd, lines, prices_date, prices_region}   # aws backend only
+
+Workers do not say which invocation they are, so a record's ``launch`` is the invocation
+accepted in the same order as the record connected: the k-th worker to connect is paired with
+the k-th invocation accepted. Across many workers that is the latency distribution that
+matters (how long until the k-th worker is working); for one worker it is approximate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from coordinator.report.cost import CostInputs, estimate
+from coordinator.report.names import name_from_label
+
+SCHEMA = 2
+
+
+class ServerBooks:
+    """What the server counts for the log as bytes go by: S3 requests sent, objects written."""
+
+    def __init__(self) -> None:
+        self.s3 = Counter({"get": 0, "put": 0})
+        self.written: set[tuple[str, str]] = set()
+
+    def commands(self, commands: Iterable[bytes]) -> None:
+        for command in commands:
+            if command.startswith(b"retrieve:"):
+                self.s3["get"] += 1
+            elif command.startswith(b"upload:"):
+                self.s3["put"] += 1
+
+    def replies(self, messages: Iterable[bytes]) -> None:
+        """``OK:UPLOAD(bucket/key)`` names an object the job wrote."""
+        for msg in messages:
+            if msg.startswith(b"OK:UPLOAD(") and msg.endswith(b")"):
+                bucket, _, key = msg[len(b"OK:UPLOAD(") : -1].decode("utf-8", "replace").partition("/")
+                if bucket and key:
+                    self.written.add((bucket, key))
+
+
+def output_locations(written: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Objects written, counted per bucket and folder (the key up to its last ``/``)."""
+    counts = Counter((bucket, key.rpartition("/")[0] + "/" if "/" in key else "") for bucket, key in written)
+    return [{"bucket": b, "prefix": p, "count": n} for (b, p), n in sorted(counts.items())]
+
+
+def _rel(t: float | None, t0: float) -> float | None:
+    return None if t is None else round(t - t0, 6)
+
+
+def state_entries(history: Iterable[Any], t0: float) -> list[dict[str, Any]]:
+    """A machine's history as ``{state, name, t}``; tolerant of the entry shapes machines keep."""
+    out = []
+    for entry in history:
+        label, t = entry[0], entry[-1]
+        label = label if isinstance(label, str) else str(label)
+        out.append({"state": label, "name": name_from_label(label), "t": round(t - t0, 6)})
+    return out
+
+
+def pair_launches(
+    records: list[dict[str, Any]], launches: dict[int, dict[str, float]], t0: float
+) -> list[dict[str, Any]]:
+    """Launch entries (relative times); each record gets the k-th accepted invocation."""
+    entries = [
+        {"worker": w, **{k: _rel(v, t0) for k, v in sorted(marks.items())}}
+        for w, marks in sorted(launches.items())
+    ]
+    accepted = sorted(
+        (e for e in entries if e.get("accepted") is not None), key=lambda e: (e["accepted"], e["worker"])
+    )
+    for record, launch in zip(sorted(records, key=lambda r: r["connected"]), accepted, strict=False):
+        record["launch"] = {k: launch.get(k) for k in ("worker", "sent", "accepted")}
+    return entries
+
+
+def document(
+    *,
+    job: str,
+    workers: int,
+    t0: float,
+    records: list[dict[str, Any]],
+    launches: dict[int, dict[str, float]],
+    books: ServerBooks,
+    failures: dict[str, str],
+    ok: bool,
+    relaunched: int,
+    rejected: int,
+    meta: dict[str, Any],
+    prices: dict[str, float] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """The whole timing log; ``meta`` is what the caller knows (backend, job id, sizes, ...)."""
+    now = clock()
+    elapsed = now - t0
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
+    launch_entries = pair_launches(records, launches, t0)
+    lambda_seconds = sum(
+        (r["ended"] if r["ended"] is not None else elapsed) - r["connected"] for r in records
+    )
+    s3 = {"get": books.s3["get"], "put": books.s3["put"], "list": int(meta.get("s3_list", 0))}
+    inputs = CostInputs(
+        invocations=sum(1 for e in launch_entries if e.get("accepted") is not None),
+        lambda_seconds=round(lambda_seconds, 3),
+        lambda_memory_mb=int(meta.get("lambda_memory_mb") or CostInputs.lambda_memory_mb),
+        coordinator_seconds=round(elapsed + float(meta.get("before_listening", 0.0)), 3),
+        coordinator_vcpu=float(meta.get("coordinator_vcpu") or CostInputs.coordinator_vcpu),
+        coordinator_gb=float(meta.get("coordinator_gb") or CostInputs.coordinator_gb),
+        s3_get=s3["get"],
+        s3_put=s3["put"],
+        s3_list=s3["list"],
+    )
+    written = sorted(books.written)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "job": job,
+        "job_id": meta.get("job_id"),
+        "backend": meta.get("backend", "local"),
+        "started": started.isoformat(timespec="milliseconds"),
+        "elapsed": round(elapsed, 6),
+        "ok": ok,
+        "workers": workers,
+        "spares": meta.get("spares", 0),
+        "relaunched": relaunched,
+        "rejected_connections": rejected,
+        "log_dir": meta.get("log_dir"),
+        "worker_logs": meta.get("worker_logs"),
+        "launches": launch_entries,
+        "records": records,
+        "failures": failures,
+        "outputs": {"count": len(written), "locations": output_locations(written)},
+        "s3_requests": s3,
+        "cost_inputs": vars(inputs),
+    }
+    if doc["backend"] == "aws":
+        doc["cost"] = estimate(inputs, prices).as_dict()
+    return doc
