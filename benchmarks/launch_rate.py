@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -112,13 +113,14 @@ def events(n: int) -> list[dict[str, object]]:
     return [{**base, "worker": i} for i in range(n)]
 
 
-def run_mu(evs: list[dict[str, object]], url: str, ca_file: str, max_inflight: int) -> dict[str, float]:
+def run_mu(evs: list[dict[str, object]], url: str, ca_file: str, max_inflight: int) -> dict[str, Any]:
+    """mu's launcher as mu runs it: its own retries (429, 5xx, broken connections) included."""
     from botocore.credentials import Credentials
 
     creds = Credentials("AKIDBENCHMARK", "bench-secret")
     functions = ["mu-worker-0", "mu-worker-1", "mu-worker-2", "mu-worker-3"]
 
-    async def go() -> dict[str, float]:
+    async def go() -> dict[str, Any]:
         la = LambdaLauncher(functions, ["us-east-1"], endpoint_url=url, credentials=creds, ca_bundle=ca_file,
                             max_inflight=max_inflight)  # fmt: skip
         t0 = time.perf_counter()
@@ -127,35 +129,40 @@ def run_mu(evs: list[dict[str, object]], url: str, ca_file: str, max_inflight: i
         await la.send(invocations)
         t2 = time.perf_counter()
         await la.close()
-        if la.launched != len(evs):
-            raise SystemExit(f"mu launcher: only {la.launched} of {len(evs)} accepted: {la.failures()}")
-        return {"sign": t1 - t0, "send": t2 - t1, "total": t2 - t0, "retried": la.retried}
+        failed = len(evs) - la.launched
+        return {"sign": t1 - t0, "send": t2 - t1, "total": t2 - t0, "retried": la.retried, "errors": failed,
+                "first_error": next(iter(la.failures().values()), "")}  # fmt: skip
 
     return asyncio.run(go())
 
 
-def run_boto3(evs: list[dict[str, object]], url: str, ca_file: str, threads: int) -> float:
+def run_boto3(evs: list[dict[str, object]], url: str, ca_file: str, threads: int) -> tuple[float, int, str]:
+    """boto3 as its users configure it: the standard retry mode (as Lithops does), so a request
+    the sink drops now and then (a TLS record error under load) is retried, as it would be
+    against Lambda. What still fails is counted, not fatal. Returns (seconds, errors, first error)."""
     import boto3
     from botocore.config import Config
 
     client = boto3.client(
         "lambda", endpoint_url=url, region_name="us-east-1", verify=ca_file,
         aws_access_key_id="AKIDBENCHMARK", aws_secret_access_key="bench-secret",
-        config=Config(max_pool_connections=threads, retries={"max_attempts": 0}),
+        config=Config(max_pool_connections=threads, retries={"mode": "standard"}),
     )  # fmt: skip
     payloads = [json.dumps(e).encode() for e in evs]
 
-    def invoke(i: int) -> int:
-        r = client.invoke(FunctionName=f"mu-worker-{i % 4}", InvocationType="Event", Payload=payloads[i])
-        return int(r["StatusCode"])
+    def invoke(i: int) -> str:
+        try:
+            r = client.invoke(FunctionName=f"mu-worker-{i % 4}", InvocationType="Event", Payload=payloads[i])
+        except Exception as exc:  # counted: one bad request must not end the benchmark
+            return f"{type(exc).__name__}: {exc}"
+        return "" if r["StatusCode"] == 202 else f"HTTP {r['StatusCode']}"
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        codes = list(pool.map(invoke, range(len(evs))))
+        outcomes = list(pool.map(invoke, range(len(evs))))
     elapsed = time.perf_counter() - t0
-    if codes.count(202) != len(evs):
-        raise SystemExit(f"boto3 baseline: {len(evs) - codes.count(202)} invocations were not accepted")
-    return elapsed
+    errors = [o for o in outcomes if o]
+    return elapsed, len(errors), errors[0] if errors else ""
 
 
 def main() -> None:
@@ -181,7 +188,7 @@ def main() -> None:
             url = f"https://127.0.0.1:{port}"
             evs = events(args.n)
             mu = run_mu(evs, url, str(tmp / "ca.pem"), args.max_inflight)
-            b3 = run_boto3(evs, url, str(tmp / "ca.pem"), args.threads)
+            b3, b3_errors, b3_first = run_boto3(evs, url, str(tmp / "ca.pem"), args.threads)
         finally:
             sink.send_signal(signal.SIGTERM)
             sink.wait(10)
@@ -190,8 +197,10 @@ def main() -> None:
     print(machine_line())
     print(f"sink: {kind} on 127.0.0.1, answering 202; events of {len(json.dumps(evs[0]))} bytes")
     print(f"mu launcher: signed {n} requests in {mu['sign']:.2f} s, sent them in {mu['send']:.2f} s "
-          f"({n / mu['send']:.0f}/s sending alone), {mu['retried']:.0f} retried")  # fmt: skip
-    print(f"boto3 invoke + ThreadPoolExecutor({args.threads}): {n} in {b3:.2f} s")
+          f"({n / mu['send']:.0f}/s sending alone), {mu['retried']:.0f} retried, {mu['errors']:.0f} failed"
+          + (f" (first: {mu['first_error']})" if mu["errors"] else ""))  # fmt: skip
+    print(f"boto3 invoke (standard retries) + ThreadPoolExecutor({args.threads}): {n} in {b3:.2f} s, "
+          f"{b3_errors} failed" + (f" (first: {b3_first})" if b3_errors else ""))  # fmt: skip
     ratio = mu_rate / b3_rate
     print(f"launch: n={n} mu_per_s={mu_rate:.0f} boto3_threads_per_s={b3_rate:.0f} ratio={ratio:.1f}")
 

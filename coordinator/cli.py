@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -29,7 +30,12 @@ from coordinator.jobs import map as map_job
 from coordinator.launch import Launcher, LaunchError
 from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import NoSandbox
+from coordinator.preflight import JobIO, PreflightError, run_checks
+from coordinator.preflight.checks import check_credentials
+from coordinator.preflight.plan import plan_text
 from coordinator.report import command as report_command
+from coordinator.report.cost import DEFAULT_WORKER_MEMORY_MB, PriceError, load_prices
+from coordinator.report.summary import run_summary
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -45,11 +51,15 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     return parse
 
 
-def add_server_arguments(p: argparse.ArgumentParser) -> None:
+def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> None:
+    """The options every job takes; ``relay`` adds those of jobs that run a relay."""
     g = p.add_argument_group("coordinator")
+    g.add_argument("--dry-run", action="store_true",
+                   help="check the inputs, print the plan and its cost estimate, launch nothing")  # fmt: skip
     g.add_argument("--backend", choices=("local", "aws"), default="local", help="where workers run (local)")
     port = int(os.environ.get("MU_PORT", "13579"))
-    g.add_argument("-t", "--port", type=int, default=port, help=f"port to listen on; 0 picks one ({port})")
+    g.add_argument("-t", "--port", type=int, default=port,
+                   help=f"port to listen on; 0 picks one ($MU_PORT, else {port})")  # fmt: skip
     g.add_argument("--host", default=None, help="address to listen on (127.0.0.1 local, 0.0.0.0 aws)")
     g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
     g.add_argument("-m", "--kill-time", type=_positive(float), default=None,
@@ -60,7 +70,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hello-timeout", type=_positive(float), default=30.0,
                    help="seconds a new connection has to finish TLS and say hello (30)")  # fmt: skip
     g.add_argument("-O", "--timing-log", default=None,
-                   help="write per-worker state timings as JSON here (if it cannot, a warning says where)")
+                   help="write the timing log (JSON) here, for 'mu report' (a warning says if it cannot)")
     g.add_argument("--timing-s3", default=None, metavar="s3://BUCKET/KEY",
                    help="upload the timing log there too (in a Fargate task: s3://BUCKET/mu-logs/JOB_ID/...)")
     g.add_argument("--job-id", default=None, type=_job_id, help="names the job's keys and logs (JOB-random)")
@@ -78,15 +88,17 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                    help="its key; it never leaves this machine ($SRV_KEY)")  # fmt: skip
     g.add_argument("--region", default=None,
                    help="the bucket's region (AWS_REGION, AWS_DEFAULT_REGION, the profile's)")  # fmt: skip
-    g.add_argument(
-        "--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3 endpoint override"
-    )
+    g.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL_S3"), metavar="URL",
+                   help="S3 endpoint, e.g. http://127.0.0.1:5000 ($AWS_ENDPOINT_URL_S3)")  # fmt: skip
+    g.add_argument("--prices", default=None, metavar="FILE",
+                   help="JSON object overriding prices of the cost estimate ($MU_PRICES)")  # fmt: skip
     g.add_argument("--spares", type=int, default=0, help="extra workers; the first N to connect work (0)")
     g.add_argument("--retries", type=int, default=0, help="replacement workers per actor that fails (0)")
     g.add_argument("--speculate", type=float, default=0.0,
                    help="once this %% of actors is done, duplicate the stragglers (0: off)")  # fmt: skip
     g.add_argument("--deadline", type=_positive(float), default=None, help="seconds for the whole job (none)")
-    g.add_argument("--relay-port", type=int, default=None, help="relay port for chained jobs (PORT+1)")
+    if relay:
+        g.add_argument("--relay-port", type=int, default=None, help="port of the job's relay (PORT+1)")
     g.add_argument("--log-dir", default=None,
                    help="local backend: keep worker logs here (default: only if one failed)")  # fmt: skip
     g.add_argument(
@@ -94,6 +106,10 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-sandbox", action="store_true",
                    help="local backend: run workers unisolated, without bubblewrap (README)")  # fmt: skip
+    g.add_argument("--worker-memory", type=_positive(int),
+                   default=int(os.environ.get("MU_WORKER_MEMORY", DEFAULT_WORKER_MEMORY_MB)), metavar="MB",
+                   help=f"aws backend: the worker function's memory, for the cost estimate "
+                        f"($MU_WORKER_MEMORY, else {DEFAULT_WORKER_MEMORY_MB})")  # fmt: skip
     aws_options.add_arguments(p, _positive(int), _positive(float))
 
 
@@ -101,16 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mu", description="Run parallel jobs on AWS Lambda workers driven over mutual TLS."
     )
+    parser.add_argument("--version", action="version", version=f"mu {version()}")
     sub = parser.add_subparsers(
         dest="subcommand", required=True, metavar="{run,map,report,submit,relay,genkeys,demo}"
     )
     run = sub.add_parser("run", help="run a job")
     jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, module in job_modules().items():
-        jp = jobs.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        doc = (module.__doc__ or "").strip().replace("``", "")
+        jp = jobs.add_parser(name, help=doc.splitlines()[0], description=doc,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         module.add_arguments(jp)
-        add_server_arguments(jp)
-    mp = sub.add_parser("map", help="run a bundled command over S3 objects, K objects per worker")
+        add_server_arguments(jp, relay=getattr(module, "RELAY", False))
+    mp = sub.add_parser(
+        "map", help="run a bundled command over S3 objects, K objects per worker",
+        description=map_job.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     map_job.add_arguments(mp)
     add_server_arguments(mp)
     rl = sub.add_parser("relay", help="run the worker-to-worker relay on its own")
@@ -218,22 +240,48 @@ def job_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, job_id: 
     return tls.make_job_keys(label=job_id)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("mu")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _error(exc: Exception) -> int:
+    """A run-time error: one line, exit status 1 (2 for configuration to change; usage errors
+    are argparse's, also 2)."""
+    print(f"mu: {exc}", file=sys.stderr)
+    return int(getattr(exc, "status", 1))
+
+
 def execute(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    make_job: Callable[..., Job],
+    job_io: Callable[[Job], JobIO] | None = None,
 ) -> tuple[int, JobResult | None]:
     """Build the job from ``args`` and run it; returns the exit status and the result.
     SIGINT and SIGTERM end it in order with status 130 and 143 (README: Stopping a job)."""
     try:
         with interruptible():
-            return _execute(parser, args, make_job)
+            return _execute(parser, args, make_job, job_io)
     except Interrupted as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 128 + exc.signal, None
 
 
 def _execute(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    make_job: Callable[..., Job],
+    job_io: Callable[[Job], JobIO] | None,
 ) -> tuple[int, JobResult | None]:
+    """``execute``'s body: pre-flight checks, then the run. ``job_io`` says what the job reads
+    and writes, for the input checks."""
+    started = time.monotonic()
     try:
         aws_options.prepare(args)  # before any AWS call, make_job's included
         job = make_job(args)
@@ -243,6 +291,8 @@ def _execute(
     except AwsError as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return exc.status, None
+    except PreflightError as exc:
+        return _error(exc), None
     if args.backend not in ("local", "aws"):
         parser.error(f"--backend (or $MU_BACKEND) must be local or aws, got {args.backend!r}")
     if args.spares < 0 or args.retries < 0:
@@ -251,12 +301,24 @@ def _execute(
         parser.error(f"--speculate is a percentage from 0 (off) to below 100, got {args.speculate:g}")
     if args.debug:
         Debug.enabled = True
+    io = job_io(job) if job_io is not None else None
+    if io is not None and job.actor_label is None:
+        job.actor_label = io.label
+    launched = job.workers + args.spares
+    try:
+        prices = load_prices(args.prices)
+        if io is not None or args.backend == "aws":
+            check_credentials(args.s3_endpoint)
+    except (PreflightError, PriceError) as exc:
+        return _error(exc), None
     job_id = args.job_id or new_job_id(job.name)
     status = Status(job.name, job.workers)
     keys = job_keys(parser, args, job_id)
+    # Settings that need no network are checked before the S3 checks.
     try:
-        launcher = make_launcher(args, status, job.workers + args.spares)
+        launcher = make_launcher(args, status, launched)
     except LaunchError as exc:
+        status.close()
         print(f"mu: {exc}", file=sys.stderr)
         return 2, None
     host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
@@ -265,16 +327,42 @@ def _execute(
         try:
             advertise = task_public_address()
         except DiscoveryError as exc:
+            status.close()
             print(f"mu: {exc}", file=sys.stderr)
             return 2, None
         status.event(f"advertising {advertise} (found from the task's network interface)")
-    relay_port = args.relay_port if args.relay_port is not None else (args.port + 1 if args.port else 0)
+    try:
+        found = run_checks(
+            io, region=args.region, endpoint=args.s3_endpoint, backend=args.backend,
+            workers_at_once=launched if args.backend == "aws" else min(launched, args.concurrency),
+        )  # fmt: skip
+    except PreflightError as exc:
+        status.close()
+        return _error(exc), None
+    for warning in found.warnings:
+        status.event(f"warning: {warning}")
+    if args.dry_run:
+        status.close()
+        print(plan_text(job=job.name, workers=job.workers, spares=args.spares, backend=args.backend,
+                        concurrency=args.concurrency, io=io, memory_mb=args.worker_memory, prices=prices,
+                        found=found))  # fmt: skip
+        return 0, None
+    relay_port = getattr(args, "relay_port", None)  # only jobs that run a relay take --relay-port
+    if relay_port is None:
+        relay_port = args.port + 1 if args.port else 0
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
         timing_log=args.timing_log, timing_s3=args.timing_s3 or default_s3_url(job.bucket, job_id),
         spares=args.spares, relay_port=relay_port, retries=args.retries,
         speculate=args.speculate, deadline=args.deadline, hello_timeout=args.hello_timeout,
     )  # fmt: skip
+    worker_logs = worker_log_place(args, launcher)
+    options.meta = {
+        "job_id": job_id, "backend": args.backend, "spares": args.spares, "worker_logs": worker_logs,
+        "lambda_memory_mb": args.worker_memory, "s3_list": found.list_requests,
+        "before_listening": time.monotonic() - started,
+        "prices": prices if (args.prices or os.environ.get("MU_PRICES")) else None,
+    }  # fmt: skip
     profiler = cProfile.Profile() if args.cprofile else None
     result = None
     try:
@@ -284,8 +372,8 @@ def _execute(
             run_job(job, launcher, keys, options, status, advertise, job_id, handle_signals=True)
         )
     except (OSError, ValueError) as exc:
-        print(f"mu: {exc}", file=sys.stderr)
-        return 1, None
+        status.close()
+        return _error(exc), None
     finally:
         if profiler is not None:
             profiler.disable()
@@ -300,15 +388,19 @@ def _execute(
     report = result.describe()
     if report:
         print(report, file=out)
-    if kept is not None:
-        print(f"worker logs: {kept}", file=out)
+    if isinstance(launcher, LocalLauncher):
+        worker_logs = str(kept) if kept is not None else "not kept, all succeeded (--log-dir DIR keeps them)"
+    summary = run_summary(result.timing, timing_log=args.timing_log, worker_logs=worker_logs,
+                          s3_endpoint=args.s3_endpoint, prices=prices)  # fmt: skip
+    print("\n".join(summary), file=out)
     if result.interrupted is not None:
         return 128 + result.interrupted, result
     return (0 if result.ok else 1), result
 
 
-def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, make_job: Callable[..., Job]) -> int:
-    return execute(parser, args, make_job)[0]
+def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace, module: Any) -> int:
+    """A job module (bundled, or ``mu run ./JOB.py``): ``make_job``, and ``job_io`` if it has one."""
+    return execute(parser, args, module.make_job, getattr(module, "job_io", None))[0]
 
 
 def is_job_file(name: str) -> bool:
@@ -321,7 +413,7 @@ def job_file_parser(path: str, module: ModuleType) -> argparse.ArgumentParser:
     doc = (module.__doc__ or "").strip()
     parser = argparse.ArgumentParser(prog=f"mu run {path}", description=doc.splitlines()[0] if doc else None)
     module.add_arguments(parser)
-    add_server_arguments(parser)
+    add_server_arguments(parser, relay=getattr(module, "RELAY", False))
     return parser
 
 
@@ -335,7 +427,7 @@ def cmd_run_file(path: str, argv: list[str]) -> int:
         return 2
     if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
         parser = job_file_parser(path, module)
-        return cmd_run(parser, parser.parse_args(argv), module.make_job)
+        return cmd_run(parser, parser.parse_args(argv), module)
     saved = sys.argv
     sys.argv = [path, *argv]
     try:
@@ -348,6 +440,15 @@ def cmd_run_file(path: str, argv: list[str]) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def worker_log_place(args: argparse.Namespace, launcher: Launcher) -> str | None:
+    """Where the worker logs go, as far as is known before the job runs (local logs in a
+    temporary folder are kept only if an actor fails)."""
+    if isinstance(launcher, LocalLauncher):
+        return args.log_dir
+    functions = ", ".join(aws_options.names(args.function)) or "the worker function"
+    return f"CloudWatch Logs of {functions} (the stack's worker log group)"
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -415,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand == "report":
         return report_command.run(args)
     if args.subcommand == "map":
-        return cmd_run(parser, args, map_job.make_job)
-    return cmd_run(parser, args, job_modules()[args.job].make_job)
+        return cmd_run(parser, args, map_job)
+    return cmd_run(parser, args, job_modules()[args.job])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from coordinator.core.job import Job, numbered_key
 from coordinator.core.machine import CommandListState, TerminalState
+from coordinator.preflight import JobIO, PreflightError
+from coordinator.preflight.checks import s3_client, s3_problem
 
 MAX_OBJECTS = 1_000_000
 
@@ -44,11 +46,35 @@ class MapFinal(TerminalState):
     extra = "(finished)"
 
 
-class MapChunkState(CommandListState):
-    """Fetch the chunk's objects, run the command once over them, upload the one output."""
+class MapUploadState(CommandListState):
+    """Upload the one output to ``{output}{i:08d}{suffix}``."""
 
-    extra = "(fetching, running, uploading)"
+    extra = "(uploading the output)"
     nextState = MapFinal
+
+    def __init__(self, prevState: Any, aNum: int = 0) -> None:
+        info, i = prevState.info, getattr(prevState, "actorNum", aNum)
+        self.commandlist = [
+            (None, f"set:bucket:{info['out_bucket']}"),
+            f"upload:{numbered_key(info['out_prefix'], i, info['suffix'])}\0{_outfile(info, i)}",
+            ("OK:UPLOAD(", "quit:"),
+        ]
+        super().__init__(prevState, aNum)
+
+
+class MapRunState(CommandListState):
+    """Run the command once over the chunk's files."""
+
+    extra = "(running the command)"
+    nextState = MapUploadState
+    commandlist = [(None, "run:"), ("OK:RETVAL(0)", None)]
+
+
+class MapFetchState(CommandListState):
+    """Fetch the chunk's objects into the worker's temp dir."""
+
+    extra = "(fetching the chunk)"
+    nextState = MapRunState
 
     def __init__(self, prevState: Any, aNum: int = 0) -> None:
         # The first state: the job's settings come on the link (mu's socket) it is built on,
@@ -57,27 +83,49 @@ class MapChunkState(CommandListState):
         keys: list[str] = info["plan"][i]
         names = [f"{n:04d}_{os.path.basename(k)}" for n, k in enumerate(keys)]
         quoted = " ".join("##TMPDIR##/in/" + shlex.quote(name) for name in names)  # for the shell
-        outfile = f"##TMPDIR##/{i:08d}{info['suffix']}"
         self.commandlist = [
             ("OK:HELLO", "seti:nonblock:0"),
             f"set:bucket:{info['in_bucket']}",
             f"set:cmdinfile:{quoted}",
-            f"set:cmdoutfile:{outfile}",
+            f"set:cmdoutfile:{_outfile(info, i)}",
             *(f"retrieve:{k}\0##TMPDIR##/in/{name}" for k, name in zip(keys, names, strict=True)),
-            "run:",
-            ("OK:RETVAL(0)", f"set:bucket:{info['out_bucket']}"),
-            f"upload:{numbered_key(info['out_prefix'], i, info['suffix'])}\0{outfile}",
-            ("OK:UPLOAD(", "quit:"),
+            ("OK:RETRIEVE(", None),
         ]
         super().__init__(prevState, aNum)
 
 
+def _outfile(info: dict[str, Any], i: int) -> str:
+    return f"##TMPDIR##/{i:08d}{info['suffix']}"
+
+
+DESCRIPTION = """\
+Run one command bundled with the worker over the objects under an S3 prefix, K per worker.
+
+The objects under --input, sorted by key, are cut into chunks of --chunk objects. Worker i
+fetches chunk i into its private temporary directory and runs --command once in a shell that
+finds the bundled binaries (png2y4m, ...), with these placeholders replaced:
+  ##INFILE##   the chunk's files: shell-quoted paths, space-separated, in key order
+  ##OUTFILE##  the one file the command must write
+  ##TMPDIR##   the worker's private temporary directory
+and uploads ##OUTFILE## as {output prefix}{i:08d}{suffix}, e.g. s3://BUCKET/y4m/00000000.y4m.
+Output names depend only on the chunk number, so a re-run replaces its outputs instead of
+adding to them. A chunk whose command fails is reported by its first and last key, and mu
+exits 1.
+
+example:
+  mu map --input s3://BUCKET/frames/ --output s3://BUCKET/y4m/ --chunk 6 --suffix .y4m \\
+         --command 'png2y4m -o ##OUTFILE## ##INFILE##'
+"""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ of the input objects")
-    p.add_argument("--output", required=True, help="s3://BUCKET/PREFIX/ for the outputs")
-    p.add_argument("--command", required=True, help="e.g. 'png2y4m -o ##OUTFILE## ##INFILE##'")
-    p.add_argument("--chunk", type=int, default=1, help="objects per worker (1)")
-    p.add_argument("--suffix", default="", help="appended to each output name, e.g. .y4m")
+    p.add_argument("--input", required=True, metavar="s3://BUCKET/PREFIX/", help="the input objects")
+    p.add_argument("--output", required=True, metavar="s3://BUCKET/PREFIX/",
+                   help="where outputs go, named PREFIX%%08d + --suffix (not inside --input)")  # fmt: skip
+    p.add_argument("--command", required=True,
+                   help="shell command over ##INFILE## writing ##OUTFILE## (see above)")  # fmt: skip
+    p.add_argument("--chunk", type=int, default=1, metavar="K", help="objects per worker (1)")
+    p.add_argument("--suffix", default="", help="appended to each output name, e.g. .y4m ('')")
 
 
 def make_job(args: argparse.Namespace, s3: Any = None) -> Job:
@@ -88,17 +136,15 @@ def make_job(args: argparse.Namespace, s3: Any = None) -> Job:
     if "/" in args.suffix:
         raise ValueError(f"--suffix may not contain '/', got {args.suffix!r}")
     if s3 is None:
-        import boto3
-
-        s3 = boto3.client("s3", region_name=args.region, endpoint_url=args.s3_endpoint)
+        s3 = s3_client(args.region, args.s3_endpoint)
     try:
         keys = list_keys(s3, in_bucket, in_prefix)
-    except ValueError:
-        raise
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from exc
     except Exception as exc:  # botocore: missing bucket, denied, unreachable endpoint
-        raise ValueError(f"cannot list {args.input}: {exc}") from exc
+        raise PreflightError(s3_problem(exc, in_bucket, args.s3_endpoint, "listing")) from exc
     if not keys:
-        raise ValueError(f"no objects under {args.input}; check the bucket and prefix")
+        raise PreflightError(f"no objects under {args.input}; check the bucket and prefix")
     chunks = plan(keys, args.chunk)
 
     def label(actor: int) -> str:
@@ -109,11 +155,12 @@ def make_job(args: argparse.Namespace, s3: Any = None) -> Job:
 
     return Job(
         name="map",
-        initial=MapChunkState,
+        initial=MapFetchState,
         workers=len(chunks),
         info={
             "plan": chunks,
             "in_bucket": in_bucket,
+            "in_prefix": in_prefix,
             "out_bucket": out_bucket,
             "out_prefix": out_prefix,
             "suffix": args.suffix,
@@ -124,3 +171,15 @@ def make_job(args: argparse.Namespace, s3: Any = None) -> Job:
         s3_endpoint=args.s3_endpoint,
         actor_label=label,
     )
+
+
+# -- what the job reads and writes (pre-flight checks, --dry-run, failure labels) -----------
+
+
+def job_io(job: Job) -> JobIO:
+    info = job.info
+    chunks: list[list[str]] = info["plan"]
+    writes = [[numbered_key(info["out_prefix"], i, info["suffix"])] for i in range(len(chunks))]
+    in_prefix = info.get("in_prefix", "")
+    return JobIO(info["in_bucket"], in_prefix, chunks, info["out_bucket"], info["out_prefix"], writes,
+                 listed=True, hint="check --input")  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any
 
 from coordinator.core.job import Job, numbered_key
 from coordinator.core.machine import CommandListState, ForLoopState, TerminalState
+from coordinator.preflight import JobIO
 
 COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"
 
@@ -121,3 +122,15 @@ def make_job(args: argparse.Namespace) -> Job:
         region=args.region,
         s3_endpoint=args.s3_endpoint,
     )
+
+
+# -- what the job reads and writes (pre-flight checks, --dry-run, failure labels) -----------
+
+
+def job_io(job: Job) -> JobIO:
+    video, fmt, frames, offset = (job.info[k] for k in ("video", "in_format", "frames", "offset"))
+    chunks = range(offset, offset + job.workers)
+    reads = [[input_key(video, fmt, f) for f in chunk_frames(c, frames)] for c in chunks]
+    writes = [[output_key(video, frames, c)] for c in chunks]
+    return JobIO(job.bucket, f"{video}-{fmt}/", reads, job.bucket, f"{video}-y4m_{frames:02d}/", writes,
+                 hint="check -v/--video, -i/--in-format, -f/--frames and -o/--offset")  # fmt: skip

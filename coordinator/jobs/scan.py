@@ -18,6 +18,7 @@ from coordinator.core.machine import (
     InfoWatcherState,
     TerminalState,
 )
+from coordinator.preflight import JobIO
 
 
 def chunk_key(prefix: str, i: int) -> str:
@@ -142,3 +143,15 @@ def make_job(args: argparse.Namespace) -> Job:
         s3_endpoint=args.s3_endpoint,
         relay=True,
     )
+
+
+# -- what the job reads and writes (pre-flight checks, --dry-run, failure labels) -----------
+
+RELAY = True  # runs a relay beside the coordinator: `mu run scan` takes --relay-port
+
+
+def job_io(job: Job) -> JobIO:
+    n, bucket, inp, out = job.workers, job.bucket, job.info["input"], job.info["output"]
+    reads = [[chunk_key(inp, i)] for i in range(n)]
+    writes = [[report_key(out, i)] for i in range(n)]
+    return JobIO(bucket, inp, reads, bucket, out, writes, hint="check --input (chunk i is PREFIX%08d.bin)")

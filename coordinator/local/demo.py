@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from coordinator.core.runner import Interrupted, interruptible, run_job
+from coordinator.core.runner import Interrupted, interruptible, new_job_id, run_job
 from coordinator.core.server import ServerOptions
 from coordinator.core.status import Status
 from coordinator.core.tls import make_job_keys
@@ -28,6 +28,8 @@ from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import Isolation, NoSandbox, Sandbox
 from coordinator.local.locals3 import FAKE_CREDENTIALS, LocalS3
 from coordinator.local.y4m import bt601_420, parse_y4m, psnr
+from coordinator.report import timeline
+from coordinator.report.analysis import analyze
 
 MIN_PSNR = 40.0
 
@@ -103,12 +105,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mu demo", description=__doc__)
     p.add_argument("--workers", type=int, default=10, help="local workers, one chunk each (10)")
     p.add_argument("--frames", type=int, default=6, help="frames per chunk (6)")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--width", type=int, default=640, help="frame width in pixels (640)")
+    p.add_argument("--height", type=int, default=360, help="frame height in pixels (360)")
     p.add_argument(
         "--out",
         default=None,
-        help="keep the timing log, worker logs and S3 log here (default: only if the demo fails)",
+        help="keep the timing log, timeline.png, worker logs and S3 log here (default: only if it fails)",
     )
     p.add_argument("--no-sandbox", action="store_true", help="run workers without bubblewrap (README)")
     args = p.parse_args(argv)
@@ -171,14 +173,22 @@ def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
             )
         )  # fmt: skip
         timing = out / "timing.json"
+        job_id = new_job_id(job.name)
         options = ServerOptions(
-            host="127.0.0.1", port=0, kill_time=120, connect_timeout=120, timing_log=str(timing)
-        )
+            host="127.0.0.1", port=0, kill_time=120, connect_timeout=120, timing_log=str(timing),
+            meta={"job_id": job_id, "backend": "local", "worker_logs": str(out / "workers")},
+        )  # fmt: skip
         launcher = LocalLauncher(out / "workers", concurrency=args.workers, isolation=isolation)
         t = time.monotonic()
         result = asyncio.run(
             run_job(
-                job, launcher, make_job_keys(), options, Status("png2y4m", args.workers), handle_signals=True
+                job,
+                launcher,
+                make_job_keys(),
+                options,
+                Status("png2y4m", args.workers),
+                job_id=job_id,
+                handle_signals=True,
             )
         )
         wall = time.monotonic() - t
@@ -198,9 +208,12 @@ def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
         f"wall time {wall:.2f} s, {total / wall:.1f} frames/s"
     )
     if args.out or problems:
-        print(f"  timing log: {timing}; worker logs: {out / 'workers'}")
+        if result.timing is not None:
+            timeline.draw(analyze(result.timing), out / "timeline.png")
+        print(f"  timing log: {timing} ('mu report {timing}' for the numbers)")
+        print(f"  timeline: {out / 'timeline.png'}; worker logs: {out / 'workers'}")
     else:
-        print("  (--out DIR keeps the timing log and the worker logs)")
+        print("  (--out DIR keeps the timing log, its timeline picture and the worker logs)")
     if problems:
         print("mu demo FAILED:", *problems, sep="\n  ")
         return 1

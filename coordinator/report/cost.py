@@ -16,6 +16,7 @@ CloudWatch Logs, free tiers.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,15 +132,15 @@ class Cost:
 
 
 def dollars(value: float) -> str:
-    """Small amounts keep their significant digits: $0.000123, $0.0123, $1.23."""
+    """Three significant digits for small amounts, cents otherwise: $0.000123, $0.0123, $0.50, $1.23."""
     if value == 0:
         return "$0"
     if value >= 1:
         return f"${value:,.2f}"
-    digits = 2
-    while value < 10**-digits and digits < 9:
-        digits += 1
-    return f"${value:.{digits + 1}f}"
+    decimals = min(9, 2 - math.floor(math.log10(value)))
+    text = f"{value:.{decimals}f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
 
 
 def estimate(inputs: CostInputs, prices: dict[str, float] | None = None) -> Cost:

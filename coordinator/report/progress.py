@@ -71,7 +71,7 @@ class Status:
             console = Console(file=self.stream, force_terminal=True, highlight=False)
             self._display = _Display(self, console)
             self._task = self._display.add_task(job, total=workers, rate="")
-            self._display.start()
+        self._started = False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -82,6 +82,7 @@ class Status:
         """Something worth a line in a log; on a terminal it scrolls above the display."""
         line = f"[{self.elapsed():8.2f}s] {text}"
         if self._display is not None and not self._closed:
+            self._start()
             self._display.console.print(Text(line), soft_wrap=True)
         else:
             self.stream.write(line + "\n")
@@ -94,12 +95,12 @@ class Status:
 
     def draw(self, force: bool = False) -> None:
         """Redraw now (the display also redraws itself four times a second)."""
-        if self._display is not None and not self._closed:
+        if self._display is not None and not self._closed and self._started:
             self._display.refresh()
 
     def close(self) -> None:
         """Draw the final counts and stop redrawing; later events are plain lines."""
-        if self._display is not None and not self._closed:
+        if self._display is not None and not self._closed and self._started:
             self.sync()
             self._display.refresh()
             self._display.stop()
@@ -148,8 +149,16 @@ class Status:
         finished, elapsed = self.done + self.failed, self.elapsed()
         return f"{finished / elapsed:.1f}/s" if finished and elapsed > 0 else "-/s"
 
+    def _start(self) -> None:
+        """The display appears with the first event or state, so a run that stops before doing
+        anything (a pre-flight error, a dry run) leaves no empty bar behind."""
+        if not self._started and self._display is not None and not self._closed:
+            self._started = True
+            self._display.start()
+
     def sync(self) -> None:
         if self._display is not None and self._task is not None:
+            self._start()
             self._display.update(self._task, completed=self.done + self.failed, rate=self.rate())
 
     def state_line(self) -> RenderableType:

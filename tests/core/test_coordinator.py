@@ -186,13 +186,18 @@ def test_cli_usage_errors():
     assert killtime.returncode == 2 and "must be greater than 0" in killtime.stderr
 
 
-def test_port_in_use_is_a_clear_error(tmp_path):
+def test_port_in_use_is_a_clear_error(tmp_path, s3):
+    bucket = f"mu-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=bucket)
+    for frame in range(1, 7):  # what the pre-flight check wants to see: one chunk of 6 frames
+        s3.client().put_object(Bucket=bucket, Key=png2y4m.input_key("sintel-1k", "png16", frame), Body=b"")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "coordinator", "run", "png2y4m", "-b", "x", "-t", str(port)],
+            [sys.executable, "-m", "coordinator", "run", "png2y4m", "-b", bucket, "-t", str(port),
+             "--s3-endpoint", s3.endpoint, "--log-dir", str(tmp_path / "logs")],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert proc.returncode == 1

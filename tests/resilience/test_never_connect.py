@@ -75,7 +75,10 @@ def test_workers_that_never_connect_fail_the_job_at_the_connect_timeout(endpoint
     assert code == 1 and len(fake.seen) == 3
     assert "3 of 3 workers failed" in err
     for actor in range(3):
-        assert f"actor {actor}: no worker connected within --connect-timeout 2 s" in err
+        # Failures name the actor's work by its S3 keys.
+        chunk = f"actor {actor} (reads v-png16/{2 * actor + 1:08d}.png .. v-png16/{2 * actor + 2:08d}.png"
+        chunk += f", writes v-y4m_02/{actor:08d}.y4m)"
+        assert f"{chunk}: no worker connected within --connect-timeout 2 s" in err
 
 
 def test_the_deadline_ends_a_job_whose_workers_never_arrive(endpoint_keys, s3, tmp_path):
@@ -83,4 +86,5 @@ def test_the_deadline_ends_a_job_whose_workers_never_arrive(endpoint_keys, s3, t
     assert code == 1
     assert "job --deadline 3 s passed; stopping" in err
     for actor in range(3):
-        assert f"actor {actor}: job --deadline 3 s passed waiting for a worker to connect" in err
+        assert ".y4m): job --deadline 3 s passed waiting for a worker to connect" in err
+        assert f"actor {actor} (reads v-png16/" in err

@@ -1,0 +1,197 @@
+"""The pre-flight checks themselves: credentials, buckets, one listing of the inputs, overlap
+of outputs with inputs, ``-n`` against the input, and local process counts."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.preflight.io import JobIO
+
+MAX_NAMED = 3  # missing keys named in a message
+LOCAL_PROCESSES_PER_CORE = 8  # local workers at once per core before we warn
+
+
+class PreflightError(RuntimeError):
+    """Something that would make the job fail or do harm; nothing has been launched."""
+
+
+@dataclass
+class Preflight:
+    """What the checks found besides errors: warnings to show, requests made, time spent."""
+
+    warnings: list[str] = field(default_factory=list)
+    list_requests: int = 0
+    seconds: float = 0.0
+    missing: int = 0
+
+
+def where(endpoint: str | None) -> str:
+    return f" at {endpoint}" if endpoint else ""
+
+
+def s3_problem(exc: Exception, bucket: str, endpoint: str | None, what: str = "") -> str:
+    """One line saying what went wrong with S3 and what to do about it."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return no_credentials(endpoint)
+    if isinstance(exc, EndpointConnectionError):
+        return (
+            f"cannot reach S3{where(endpoint) or ''}: {exc}; is the endpoint running? "
+            "(set it with --s3-endpoint or AWS_ENDPOINT_URL_S3)"
+        )
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchBucket") or (status == 404 and not what):
+            return f"bucket '{bucket}' does not exist{where(endpoint)}; create it, or name an existing one"
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+            return (
+                f"access to bucket '{bucket}'{where(endpoint)} is denied ({code or status}); "
+                "check the credentials and the bucket's policy"
+            )
+        return f"S3 {what or 'request'} on bucket '{bucket}'{where(endpoint)} failed: {code or status}: {exc}"
+    return f"S3 {what or 'request'} on bucket '{bucket}'{where(endpoint)} failed: {exc}"
+
+
+def no_credentials(endpoint: str | None) -> str:
+    local = " (a local endpoint such as moto accepts any values)" if endpoint else ""
+    return (
+        "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" + local
+        + ", or AWS_PROFILE, or run where a role provides them"
+    )  # fmt: skip
+
+
+def check_credentials(endpoint: str | None) -> None:
+    """The standard chain (environment, profile, container or instance role) must find some."""
+    import boto3
+
+    if boto3.Session().get_credentials() is None:
+        raise PreflightError(no_credentials(endpoint))
+
+
+def s3_client(region: str, endpoint: str | None) -> Any:
+    """A client that fails fast: pre-flight should take seconds, not minutes of retries."""
+    import boto3
+    from botocore.config import Config
+
+    check_credentials(endpoint)
+    session = boto3.Session(region_name=region)
+    config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 3})
+    return session.client("s3", endpoint_url=endpoint, config=config)
+
+
+def list_range(s3: Any, bucket: str, prefix: str, first: str, last: str) -> tuple[set[str], int]:
+    """Keys under ``prefix`` from ``first`` to ``last`` inclusive, in one (paged) listing."""
+    present: set[str] = set()
+    pages = 0
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if first > prefix:
+        kwargs["StartAfter"] = first[:-1]  # a proper prefix of ``first`` sorts before it
+    for page in s3.get_paginator("list_objects_v2").paginate(**kwargs):
+        pages += 1
+        keys = [o["Key"] for o in page.get("Contents", [])]
+        present.update(k for k in keys if first <= k <= last)
+        if keys and keys[-1] > last:
+            break
+    return present, pages
+
+
+def fitting_workers(io: JobIO, present: set[str]) -> int:
+    """How many actors, from the first, find all their inputs."""
+    for actor, keys in enumerate(io.reads):
+        if any(k not in present for k in keys):
+            return actor
+    return len(io.reads)
+
+
+def overlap(io: JobIO) -> str | None:
+    if io.in_bucket != io.out_bucket:
+        return None
+    written = {k for keys in io.writes for k in keys}
+    clash = next((k for keys in io.reads for k in keys if k in written), None)
+    if clash:
+        return f"the job would overwrite its own input s3://{io.in_bucket}/{clash}; choose another output"
+    a, b = io.in_prefix, io.out_prefix
+    if a.startswith(b) or b.startswith(a):
+        return (
+            f"the output prefix s3://{io.out_bucket}/{b} overlaps the input prefix s3://{io.in_bucket}/{a}: "
+            "a later run would read this run's outputs as input; choose an output outside the input"
+        )
+    return None
+
+
+def run_checks(
+    io: JobIO | None,
+    *,
+    region: str,
+    endpoint: str | None,
+    backend: str,
+    workers_at_once: int,
+    option_hint: str = "-n",
+    s3: Any = None,
+    cores: int | None = None,
+) -> Preflight:
+    """Raise :class:`PreflightError` on the first problem; return warnings and counts otherwise."""
+    t0 = time.monotonic()
+    found = Preflight()
+    cores = cores or os.cpu_count() or 1
+    if backend == "local" and workers_at_once > LOCAL_PROCESSES_PER_CORE * cores:
+        found.warnings.append(
+            f"{workers_at_once} local worker processes at once on a {cores}-core machine will mostly wait "
+            f"for the CPU; --concurrency N runs at most N at once (the rest queue), --backend aws runs them "
+            "on Lambda"
+        )
+    if io is None:
+        found.seconds = time.monotonic() - t0
+        return found
+    problem = overlap(io)
+    if problem:
+        raise PreflightError(problem)
+    s3 = s3 or s3_client(region, endpoint)
+    for bucket in dict.fromkeys((io.in_bucket, io.out_bucket)):
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise PreflightError(s3_problem(exc, bucket, endpoint)) from exc
+    if not io.listed and io.input_keys:
+        needed = sorted({k for keys in io.reads for k in keys})
+        try:
+            present, pages = list_range(s3, io.in_bucket, io.in_prefix, needed[0], needed[-1])
+        except Exception as exc:
+            raise PreflightError(s3_problem(exc, io.in_bucket, endpoint, "listing")) from exc
+        found.list_requests += pages
+        missing = [k for k in needed if k not in present]
+        found.missing = len(missing)
+        if missing:
+            raise PreflightError(missing_message(io, missing, len(needed), present, option_hint))
+    found.seconds = time.monotonic() - t0
+    return found
+
+
+def missing_message(io: JobIO, missing: list[str], needed: int, present: set[str], option_hint: str) -> str:
+    named = ", ".join(missing[:MAX_NAMED]) + (
+        f" and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
+    )
+    where = f"s3://{io.in_bucket}/{io.in_prefix}"
+    text = f"{len(missing)} of {needed} input objects are missing under {where}: {named}"
+    fits = fitting_workers(io, present)
+    if fits == len(io.reads):
+        return text
+    tail_only = all(k in present for keys in io.reads[:fits] for k in keys) and not any(
+        k in present for keys in io.reads[fits + 1 :] for k in keys
+    )
+    if fits and tail_only:
+        asked = f"{option_hint} {len(io.reads)}"
+        return f"{text}; {asked} asks for more than the input holds: it is enough for {option_hint} {fits}"
+    if not present:
+        return f"{text}; none of the job's inputs exist" + (f": {io.hint}" if io.hint else "")
+    return text + (f" ({io.hint})" if io.hint else "")

@@ -1,0 +1,46 @@
+"""The lines every run ends with: what was written, where the logs are, what it cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.report.cost import Cost, CostInputs, estimate
+
+MAX_LOCATIONS = 5
+
+
+def run_summary(
+    doc: dict[str, Any] | None,
+    *,
+    timing_log: str | None,
+    worker_logs: str | None,
+    s3_endpoint: str | None = None,
+    prices: dict[str, float] | None = None,
+) -> list[str]:
+    lines = []
+    doc = doc or {}
+    out = doc.get("outputs") or {}
+    locations = out.get("locations") or []
+    if locations:
+        where = ", ".join(
+            f"s3://{x['bucket']}/{x['prefix']} ({x['count']})" for x in locations[:MAX_LOCATIONS]
+        )
+        more = f" and {len(locations) - MAX_LOCATIONS} more places" if len(locations) > MAX_LOCATIONS else ""
+        lines.append(f"wrote {out.get('count', 0)} objects: {where}{more}")
+        endpoint = f" --endpoint-url {s3_endpoint}" if s3_endpoint else ""
+        first = locations[0]
+        lines.append(
+            f"  fetch them with: aws s3 cp --recursive{endpoint} s3://{first['bucket']}/{first['prefix']} ."
+        )
+    else:
+        lines.append("wrote no objects")
+    if timing_log:
+        lines.append(f"timing log: {timing_log} (see 'mu report {timing_log} --png timeline.png')")
+    else:
+        lines.append("timing log: not kept (add -O FILE, then 'mu report FILE')")
+    if worker_logs:
+        lines.append(f"worker logs: {worker_logs}")
+    if doc.get("backend") == "aws" and doc.get("cost_inputs"):
+        cost: Cost = estimate(CostInputs.from_dict(doc["cost_inputs"]), prices)
+        lines.append(f"estimated cost: {cost.one_line()}")
+    return lines

@@ -1,0 +1,233 @@
+"""Pre-flight: every bad input is found before any worker starts; --dry-run launches nothing.
+
+"No worker started" is observed from outside: the local launcher makes the worker-log folder
+before it starts the first worker process, so that folder must not exist afterwards, and the
+coordinator never said it was listening.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from coordinator.local.locals3 import free_port
+from coordinator.preflight import JobIO, PreflightError, run_checks
+from tests.helpers import scan_input
+from tests.report.runs import frames_bucket, local, mu
+
+
+@pytest.fixture(scope="module")
+def bucket(s3):
+    return frames_bucket(s3, frames=6)  # png2y4m -f 3: input for two workers
+
+
+def assert_refused(proc, logs, *phrases):
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mu: "), proc.stderr  # one line, no usage text
+    for phrase in phrases:
+        assert phrase in lines[0]
+    assert "listening on" not in proc.stderr
+    assert not logs.exists(), "a worker was started"
+
+
+def png2y4m(s3, bucket, logs, *extra):
+    return mu(
+        "run",
+        "png2y4m",
+        "-f",
+        "3",
+        "-v",
+        "clip",
+        "-b",
+        bucket,
+        *local(s3, str(logs)),
+        *extra,
+    )
+
+
+def test_missing_bucket(s3, tmp_path):
+    logs = tmp_path / "logs"
+    assert_refused(
+        png2y4m(s3, "no-such-bucket-here", logs), logs, "bucket 'no-such-bucket-here' does not exist"
+    )
+
+
+def test_unknown_video(s3, bucket, tmp_path):
+    logs = tmp_path / "logs"
+    proc = png2y4m(s3, bucket, logs, "-v", "sintel-typo", "-n", "2")
+    assert_refused(
+        proc, logs, "6 of 6 input objects are missing", "sintel-typo-png16/00000001.png", "check -v/--video"
+    )
+
+
+def test_more_workers_than_input(s3, bucket, tmp_path):
+    logs = tmp_path / "logs"
+    proc = png2y4m(s3, bucket, logs, "-n", "3")
+    assert_refused(
+        proc,
+        logs,
+        "3 of 9 input objects are missing",
+        "clip-png16/00000007.png",
+        "-n 3 asks for more than the input holds: it is enough for -n 2",
+    )
+
+
+def test_output_overlapping_the_input(s3, tmp_path):
+    data, _ = scan_input(s3, "scan-in/", 2)
+    logs = tmp_path / "logs"
+    proc = mu(
+        "run",
+        "scan",
+        "-n",
+        "2",
+        "-b",
+        data,
+        "--output",
+        "scan-in/reports/",
+        *local(s3, str(logs)),
+    )
+    assert_refused(proc, logs, "overlaps the input prefix", f"s3://{data}/scan-in/")
+    proc = mu(
+        "map",
+        "--input",
+        f"s3://{data}/scan-in/",
+        "--output",
+        f"s3://{data}/scan-in/out/",
+        "--command",
+        "cat ##INFILE## > ##OUTFILE##",
+        *local(s3, str(logs)),
+    )
+    assert_refused(proc, logs, "overlaps the input prefix")
+
+
+def test_no_credentials(s3, bucket, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    logs = tmp_path / "logs"
+    proc = mu(
+        "run",
+        "png2y4m",
+        "-b",
+        bucket,
+        *local(s3, str(logs)),
+        env=env,
+    )
+    assert_refused(proc, logs, "no AWS credentials found", "AWS_ACCESS_KEY_ID")
+
+
+def test_unreachable_endpoint(bucket, tmp_path):
+    logs = tmp_path / "logs"
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = mu("run", "png2y4m", "-b", bucket, "-t", "0", "--s3-endpoint", dead, "--log-dir", str(logs))
+    assert_refused(proc, logs, f"cannot reach S3 at {dead}", "--s3-endpoint")
+
+
+def test_dry_run_prints_the_plan_and_launches_nothing(s3, bucket, tmp_path):
+    logs = tmp_path / "logs"
+    proc = png2y4m(s3, bucket, logs, "-n", "2", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "dry run, nothing launched" in proc.stdout
+    assert "workers: 2, local processes" in proc.stdout
+    assert f"reads:   6 objects from s3://{bucket}/clip-png16/ (all present" in proc.stdout
+    assert f"writes:  2 objects to s3://{bucket}/clip-y4m_03/" in proc.stdout
+    assert "actor 1: reads clip-png16/00000004.png .. clip-png16/00000006.png" in proc.stdout
+    assert "estimated cost:" in proc.stdout
+    assert not logs.exists() and "listening on" not in proc.stderr
+
+
+def test_aws_dry_run_invokes_nothing(s3, bucket, tmp_path):
+    """The Lambda endpoint is a bare socket: a dry run must never connect to it."""
+    with socket.socket() as lam:
+        lam.bind(("127.0.0.1", 0))
+        lam.listen()
+        lam.settimeout(0.5)
+        proc = png2y4m(
+            s3,
+            bucket,
+            tmp_path / "logs",
+            "-n",
+            "2",
+            "--dry-run",
+            "--backend",
+            "aws",
+            "--function",
+            "mu-worker",
+            "--advertise",
+            "127.0.0.1",
+            "--lambda-endpoint",
+            f"https://127.0.0.1:{lam.getsockname()[1]}",
+        )
+        with pytest.raises(TimeoutError):
+            lam.accept()
+    assert proc.returncode == 0, proc.stderr
+    assert "workers: 2, Lambda invocations at 3008 MB" in proc.stdout
+    assert "for 2 invocations" in proc.stdout and "per minute the workers run" in proc.stdout
+
+
+def test_local_workers_far_above_the_cores_warn_and_say_how_to_override():
+    found = run_checks(None, region="us-east-1", endpoint=None, backend="local", workers_at_once=64, cores=2)
+    assert len(found.warnings) == 1
+    assert "64 local worker processes at once on a 2-core machine" in found.warnings[0]
+    assert "--concurrency N" in found.warnings[0]
+    assert not run_checks(
+        None, region="us-east-1", endpoint=None, backend="local", workers_at_once=16, cores=2
+    ).warnings
+    assert not run_checks(
+        None, region="us-east-1", endpoint=None, backend="aws", workers_at_once=5000, cores=2
+    ).warnings
+
+
+def test_warning_through_the_cli(s3, tmp_path):
+    cores = os.cpu_count() or 1
+    if cores > 8:
+        pytest.skip("needs more than 64 inputs to exceed 8 processes per core here")
+    n = 8 * cores + 1
+    data, _ = scan_input(s3, "scan-in/", n, size=10)
+    proc = mu(
+        "run",
+        "scan",
+        "-n",
+        str(n),
+        "--concurrency",
+        str(n),
+        "-b",
+        data,
+        "-t",
+        "0",
+        "--dry-run",
+        "--s3-endpoint",
+        s3.endpoint,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: {n} local worker processes at once on a {cores}-core machine" in proc.stderr
+    assert "--concurrency N" in proc.stderr
+
+
+def test_overlap_rule_is_by_prefix_and_key(s3):
+    data = f"ov-{uuid.uuid4().hex[:10]}"
+    other = f"ov-{uuid.uuid4().hex[:10]}"
+    for name in (data, other):
+        s3.client().create_bucket(Bucket=name)
+    for key in ("in/0", "a/0"):
+        s3.client().put_object(Bucket=data, Key=key, Body=b"x")
+
+    def check(in_prefix, out_prefix, out_bucket=data):
+        io = JobIO(data, in_prefix, [[in_prefix + "0"]], out_bucket, out_prefix, [[out_prefix + "0"]])
+        return run_checks(io, region="us-east-1", endpoint=s3.endpoint, backend="local", workers_at_once=1)
+
+    with pytest.raises(PreflightError, match="overlaps the input prefix"):
+        check("", "out/")
+    with pytest.raises(PreflightError, match="overlaps the input prefix"):
+        check("in/", "in/sub/")
+    with pytest.raises(PreflightError, match="overwrite its own input"):
+        check("a/", "a/")
+    assert check("in/", "out/").missing == 0  # sibling prefixes
+    assert check("a/", "a/", out_bucket=other).missing == 0  # the same prefix in another bucket

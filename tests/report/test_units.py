@@ -1,0 +1,114 @@
+"""Human state names, the cost arithmetic and price overrides, percentiles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coordinator.core.machine import CommandListState, ErrorState, TerminalState
+from coordinator.report.analysis import percentile
+from coordinator.report.cost import DEFAULT_PRICES, CostInputs, PriceError, dollars, estimate, load_prices
+from coordinator.report.names import clean, human_name, name_from_label
+
+
+class WithStrExtra(CommandListState):
+    def str_extra(self) -> str:
+        return "((retrieving a PNG) (#3))"  # mu's CommandListState form
+
+
+class WithExtra(CommandListState):
+    """Not this line."""
+
+    extra = "(configuring the worker)"
+
+
+class WithDoc(CommandListState):
+    """Encoding the chunk.
+
+    Details."""
+
+
+class Bare(CommandListState):
+    pass
+
+
+class Broken(CommandListState):
+    """Shown when str_extra raises."""
+
+    def str_extra(self) -> str:
+        raise RuntimeError("bug")
+
+
+def test_human_name_fallbacks():
+    assert human_name(WithStrExtra(None)) == "retrieving a PNG"
+    assert human_name(WithExtra) == "configuring the worker"
+    assert human_name(WithDoc) == "Encoding the chunk"
+    assert human_name(Bare) == "Bare"
+    assert human_name(Broken(None)) == "Shown when str_extra raises"
+    assert human_name(ErrorState) == "error"
+    assert human_name(TerminalState) in (
+        "A state the machine never leaves; the worker is done",
+        "terminal state",
+    )
+
+
+def test_names_from_timing_log_labels():
+    assert name_from_label("3:((retrieving a PNG) (#2))") == "retrieving a PNG"  # mu's str(state)
+    assert name_from_label("PNG2Y4MConfigState (configuring the worker)") == "configuring the worker"
+    assert name_from_label("FinalState") == "FinalState"
+    assert clean("(a (b) c)") == "a (b) c" and clean("(a) (b)") == "(a) (b)"
+
+
+def test_cost_arithmetic():
+    inputs = CostInputs(
+        invocations=1000,
+        lambda_seconds=60_000,
+        lambda_memory_mb=2048,
+        coordinator_seconds=3600,
+        s3_get=10_000,
+        s3_put=1000,
+        s3_list=1,
+    )
+    cost = estimate(inputs)
+    by = {line.what: line.dollars for line in cost.lines}
+    assert by["Lambda compute"] == pytest.approx(2 * 60_000 * DEFAULT_PRICES["lambda_gb_second"])
+    assert by["Lambda requests"] == pytest.approx(1000 * 0.20 / 1e6)
+    assert by["coordinator task"] == pytest.approx(0.04048 + 2 * 0.004445 + 0.005)
+    assert by["S3 requests"] == pytest.approx(10_000 * 0.0004 / 1000 + 1001 * 0.005 / 1000)
+    assert cost.total == pytest.approx(sum(by.values()))
+    assert "2-" not in cost.one_line() and "list prices of" in cost.one_line()
+    assert [dollars(x) for x in (0, 0.000123, 0.0123, 1.5, 1234.5)] == [
+        "$0",
+        "$0.000123",
+        "$0.0123",
+        "$1.50",
+        "$1,234.50",
+    ]
+
+
+def test_price_overrides(tmp_path, monkeypatch):
+    f = tmp_path / "prices.json"
+    f.write_text(json.dumps({"lambda_gb_second": 0.0000133334}))
+    assert load_prices(f)["lambda_gb_second"] == 0.0000133334
+    assert load_prices(f)["lambda_request"] == DEFAULT_PRICES["lambda_request"]
+    monkeypatch.setenv("MU_PRICES", str(f))
+    assert load_prices()["lambda_gb_second"] == 0.0000133334
+    for bad, message in (
+        ({"lambda_gb": 1}, "unknown price 'lambda_gb'"),
+        ({"lambda_request": -1}, ">= 0"),
+        ([], "JSON object"),
+    ):
+        f.write_text(json.dumps(bad))
+        with pytest.raises(PriceError, match=message):
+            load_prices(f)
+    with pytest.raises(PriceError, match="cannot read"):
+        load_prices(tmp_path / "missing.json")
+
+
+def test_percentile_interpolates_like_numpy():
+    import numpy as np
+
+    values = [0.3, 1.0, 2.5, 2.6, 9.0, 4.0]
+    for q in (0, 50, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
