@@ -15,7 +15,15 @@ LOCAL_PROCESSES_PER_CORE = 8  # local workers at once per core before we warn
 
 
 class PreflightError(RuntimeError):
-    """Something that would make the job fail or do harm; nothing has been launched."""
+    """Something that would make the job fail or do harm; nothing has been launched.
+
+    ``status`` is the exit status: 1 for what the job met (a missing bucket or input), 2 for
+    configuration the user must change (no credentials), as ``coordinator.aws.session`` says.
+    """
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -42,7 +50,7 @@ def s3_problem(exc: Exception, bucket: str, endpoint: str | None, what: str = ""
     )
 
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return no_credentials(endpoint)
+        return no_credentials(endpoint)  # found by check_credentials first, unless they vanished
     if isinstance(exc, EndpointConnectionError):
         return (
             f"cannot reach S3{where(endpoint) or ''}: {exc}; is the endpoint running? "
@@ -63,19 +71,22 @@ def s3_problem(exc: Exception, bucket: str, endpoint: str | None, what: str = ""
 
 
 def no_credentials(endpoint: str | None) -> str:
-    local = " (a local endpoint such as moto accepts any values)" if endpoint else ""
-    return (
-        "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" + local
-        + ", or AWS_PROFILE, or run where a role provides them"
-    )  # fmt: skip
+    from coordinator.aws.session import NO_CREDENTIALS
+
+    if not endpoint:
+        return NO_CREDENTIALS
+    return NO_CREDENTIALS + "; a local S3 endpoint takes any: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 
 
 def check_credentials(endpoint: str | None) -> None:
-    """The standard chain (environment, profile, container or instance role) must find some."""
-    import boto3
+    """The standard chain (environment, profile, SSO, container or instance role) must find some."""
+    from coordinator.aws.session import AwsError, credentials, new_session
 
-    if boto3.Session().get_credentials() is None:
-        raise PreflightError(no_credentials(endpoint))
+    try:
+        credentials(new_session())
+    except AwsError as exc:
+        message = no_credentials(endpoint) if "credentials" in str(exc) else str(exc)
+        raise PreflightError(message, exc.status) from exc
 
 
 def s3_client(region: str, endpoint: str | None) -> Any:

@@ -7,14 +7,16 @@ coordinator never said it was listening.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
 import uuid
 
 import pytest
 
+from coordinator.core.tls import make_job_keys
 from coordinator.local.locals3 import free_port
 from coordinator.preflight import JobIO, PreflightError, run_checks
+from tests.fake_lambda import CREDS, FakeLambda
 from tests.helpers import scan_input
 from tests.report.runs import frames_bucket, local, mu
 
@@ -24,8 +26,8 @@ def bucket(s3):
     return frames_bucket(s3, frames=6)  # png2y4m -f 3: input for two workers
 
 
-def assert_refused(proc, logs, *phrases):
-    assert proc.returncode == 1, proc.stderr
+def assert_refused(proc, logs, *phrases, status=1):
+    assert proc.returncode == status, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mu: "), proc.stderr  # one line, no usage text
     for phrase in phrases:
@@ -34,7 +36,7 @@ def assert_refused(proc, logs, *phrases):
     assert not logs.exists(), "a worker was started"
 
 
-def png2y4m(s3, bucket, logs, *extra):
+def png2y4m(s3, bucket, logs, *extra, env=None):
     return mu(
         "run",
         "png2y4m",
@@ -46,6 +48,7 @@ def png2y4m(s3, bucket, logs, *extra):
         bucket,
         *local(s3, str(logs)),
         *extra,
+        env=env,
     )
 
 
@@ -120,7 +123,7 @@ def test_no_credentials(s3, bucket, tmp_path):
         *local(s3, str(logs)),
         env=env,
     )
-    assert_refused(proc, logs, "no AWS credentials found", "AWS_ACCESS_KEY_ID")
+    assert_refused(proc, logs, "no AWS credentials found", "AWS_ACCESS_KEY_ID", status=2)  # configuration
 
 
 def test_unreachable_endpoint(bucket, tmp_path):
@@ -144,30 +147,25 @@ def test_dry_run_prints_the_plan_and_launches_nothing(s3, bucket, tmp_path):
 
 
 def test_aws_dry_run_invokes_nothing(s3, bucket, tmp_path):
-    """The Lambda endpoint is a bare socket: a dry run must never connect to it."""
-    with socket.socket() as lam:
-        lam.bind(("127.0.0.1", 0))
-        lam.listen()
-        lam.settimeout(0.5)
-        proc = png2y4m(
-            s3,
-            bucket,
-            tmp_path / "logs",
-            "-n",
-            "2",
-            "--dry-run",
-            "--backend",
-            "aws",
-            "--function",
-            "mu-worker",
-            "--advertise",
-            "127.0.0.1",
-            "--lambda-endpoint",
-            f"https://127.0.0.1:{lam.getsockname()[1]}",
-        )
-        with pytest.raises(TimeoutError):
-            lam.accept()
+    """A dry run may read Lambda's concurrency settings (a pre-flight check), never invoke."""
+    keys = make_job_keys(hosts=("127.0.0.1",))
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(keys.ca_cert)
+
+    async def scenario():
+        async with FakeLambda(keys, run_workers=True) as fake:
+            env = {**os.environ, "AWS_ACCESS_KEY_ID": CREDS.access_key,
+                   "AWS_SECRET_ACCESS_KEY": CREDS.secret_key, "AWS_SESSION_TOKEN": CREDS.token,
+                   "AWS_CA_BUNDLE": str(bundle)}  # fmt: skip
+            proc = await asyncio.to_thread(
+                png2y4m, s3, bucket, tmp_path / "logs", "-n", "2", "--dry-run", "--backend", "aws",
+                "--function", "mu-worker", "--advertise", "127.0.0.1", "--lambda-endpoint", fake.url, env=env,
+            )  # fmt: skip
+            return proc, fake
+
+    proc, fake = asyncio.run(scenario())
     assert proc.returncode == 0, proc.stderr
+    assert fake.seen == []  # no invocation
     assert "workers: 2, Lambda invocations at 3008 MB" in proc.stdout
     assert "for 2 invocations" in proc.stdout and "per minute the workers run" in proc.stdout
 
