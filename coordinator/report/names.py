@@ -12,7 +12,10 @@ from typing import Any
 
 _ACTOR_PREFIX = re.compile(r"^\d+:")
 _COUNTER = re.compile(r"\s*\(#\d+\)")  # mu's CommandListState appends its command number
-_CLASS_AND_TEXT = re.compile(r"^([A-Za-z_]\w*)\s+(.+)$")  # describe(): "ClassName text"
+# The core's error states say the error itself in str_extra(); for counting and colouring,
+# every worker that ended in one is in the same state.
+ERROR_NAMES = {"ErrorState": "error", "TerminatedState": "terminated"}
+_CLASS_AND_TEXT = re.compile(r"^([A-Za-z_]\w*)\s+(.+)$", re.S)  # describe(): "ClassName text"
 
 
 def clean(text: str) -> str:
@@ -49,10 +52,14 @@ def human_name(state: Any) -> str:
     """
     from coordinator.core.machine import MachineState, describe
 
-    if isinstance(state, MachineState):
-        return name_from_label(describe(state))
     cls = state if isinstance(state, type) else type(state)
     framework = cls.__module__.startswith(("coordinator.core.", "coordinator.libmu"))
+    if cls.__name__ in ERROR_NAMES and framework:
+        return ERROR_NAMES[cls.__name__]
+    if isinstance(state, MachineState):
+        if framework or _own(cls, "extra") or _own(cls, "str_extra") or cls.__doc__:
+            return name_from_label(describe(state))
+        return cls.__name__  # a job's state that names itself nowhere: not "multi-pass state"
     if framework or _own(cls, "extra"):
         text = clean(str(getattr(cls, "extra", "") or ""))
         if text:
@@ -74,6 +81,8 @@ def name_from_label(label: str) -> str:
         text = _ACTOR_PREFIX.sub("", text)
     else:
         match = _CLASS_AND_TEXT.match(text)
+        if match and match.group(1) in ERROR_NAMES:
+            return ERROR_NAMES[match.group(1)]
         if match:
             text = match.group(2)
     return clean(text) or label.strip()

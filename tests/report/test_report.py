@@ -135,6 +135,8 @@ def test_failed_run_report_names_the_chunk_and_reason(logs, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "FAILED (1 of 3 actors)" in out.stdout and "Failures" in out.stdout
     assert "not a PNG" in out.stdout and "actor 1 (reads clip-png16/00000003.png" in out.stdout
+    error_rows = [line for line in out.stdout.splitlines() if line.startswith("│ error ")]
+    assert len(error_rows) == 1 and [c.strip() for c in error_rows[0].split("│")][2] == "1"  # one state
     check_picture(png, doc, ("configuring the worker", "retrieving a PNG"))
     assert picture_colours(png).get(rgb(timeline.ERROR_COLOUR), 0) > 20  # the failure is marked
     html = page.read_text()

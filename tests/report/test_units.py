@@ -12,28 +12,32 @@ from coordinator.report.cost import DEFAULT_PRICES, CostInputs, PriceError, doll
 from coordinator.report.names import clean, human_name, name_from_label
 
 
-class WithStrExtra(CommandListState):
+class Step(CommandListState):
+    commandlist = [("OK:HELLO", "quit:")]
+
+
+class WithStrExtra(Step):
     def str_extra(self) -> str:
         return "((retrieving a PNG) (#3))"  # mu's CommandListState form
 
 
-class WithExtra(CommandListState):
+class WithExtra(Step):
     """Not this line."""
 
     extra = "(configuring the worker)"
 
 
-class WithDoc(CommandListState):
+class WithDoc(Step):
     """Encoding the chunk.
 
     Details."""
 
 
-class Bare(CommandListState):
+class Bare(Step):
     pass
 
 
-class Broken(CommandListState):
+class Broken(Step):
     """Shown when str_extra raises."""
 
     def str_extra(self) -> str:
@@ -41,22 +45,23 @@ class Broken(CommandListState):
 
 
 def test_human_name_fallbacks():
+    for named in (WithStrExtra(None), WithStrExtra):  # an object is named by the core's describe()
+        assert human_name(named) in ("retrieving a PNG", "WithStrExtra")
     assert human_name(WithStrExtra(None)) == "retrieving a PNG"
-    assert human_name(WithExtra) == "configuring the worker"
-    assert human_name(WithDoc) == "Encoding the chunk"
-    assert human_name(Bare) == "Bare"
+    assert human_name(WithExtra(None)) == human_name(WithExtra) == "configuring the worker"
+    assert human_name(WithDoc(None)) == human_name(WithDoc) == "Encoding the chunk"
+    assert human_name(Bare(None)) == human_name(Bare) == "Bare"
     assert human_name(Broken(None)) == "Shown when str_extra raises"
-    assert human_name(ErrorState) == "error"
-    assert human_name(TerminalState) in (
-        "A state the machine never leaves; the worker is done",
-        "terminal state",
-    )
+    assert human_name(ErrorState) == human_name(ErrorState(None, "boom")) == "error"
+    assert human_name(TerminalState) == "terminal state"
 
 
 def test_names_from_timing_log_labels():
     assert name_from_label("3:((retrieving a PNG) (#2))") == "retrieving a PNG"  # mu's str(state)
     assert name_from_label("PNG2Y4MConfigState (configuring the worker)") == "configuring the worker"
     assert name_from_label("FinalState") == "FinalState"
+    assert name_from_label("ErrorState in X: worker replied FAIL(no such key)") == "error"
+    assert name_from_label("MapFetchState Fetch the chunk's objects (#3)") == "Fetch the chunk's objects"
     assert clean("(a (b) c)") == "a (b) c" and clean("(a) (b)") == "(a) (b)"
 
 
