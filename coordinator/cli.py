@@ -389,7 +389,7 @@ def _execute(
     if report:
         print(report, file=out)
     if isinstance(launcher, LocalLauncher):
-        worker_logs = str(kept) if kept is not None else "not kept, all succeeded (--log-dir DIR keeps them)"
+        worker_logs = str(kept) if kept is not None else None
     summary = run_summary(result.timing, timing_log=args.timing_log, worker_logs=worker_logs,
                           s3_endpoint=args.s3_endpoint, prices=prices)  # fmt: skip
     print("\n".join(summary), file=out)

@@ -40,6 +40,8 @@ def run_summary(
         lines.append("timing log: not kept (add -O FILE, then 'mu report FILE')")
     if worker_logs:
         lines.append(f"worker logs: {worker_logs}")
+    elif doc.get("backend", "local") == "local":
+        lines.append("(the workers' logs are kept only when an actor fails; --log-dir DIR keeps them always)")
     if doc.get("backend") == "aws" and doc.get("cost_inputs"):
         cost: Cost = estimate(CostInputs.from_dict(doc["cost_inputs"]), prices)
         lines.append(f"estimated cost: {cost.one_line()}")

@@ -100,7 +100,7 @@ def test_the_deadline_ends_the_job_at_the_deadline(s3, tmp_path):
     # Workers that are not done are killed at once; the old launcher waited 5 s first. The
     # bound is generous: this checks that nothing waits, not how fast the machine is.
     assert time.monotonic() - stopping < 3
-    assert "actor 0 (chunk 0: in/00): job --deadline 3 s passed in MapChunkState" in mu.stderr, mu.stderr
+    assert "actor 0 (chunk 0: in/00): job --deadline 3 s passed in MapRunState" in mu.stderr, mu.stderr
     assert mu.leftovers() == [] and processes_with(f"sleep {long}") == []
 
 
