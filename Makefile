@@ -106,10 +106,11 @@ deploy: $(STAMP) binaries-$(ARCH) cdk-cli
 destroy: $(STAMP) cdk-cli
 	$(CDK) destroy --all --no-notices --force -c arch=$(ARCH) $(CDK_ARGS)
 
-bench: $(STAMP) binaries
+bench: $(STAMP) binaries sandbox
 	$(PY) benchmarks/coordinator_capacity.py
 	$(PY) benchmarks/launch_rate.py
 	$(PY) benchmarks/worker_output.py
+	$(PY) benchmarks/local_workers.py
 
 clean:
 	$(MAKE) -C binaries clean
