@@ -88,10 +88,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: $(STAMP) binaries arm64-if-possible sandbox lint cdk-cli
+test: sandbox $(STAMP) binaries arm64-if-possible lint cdk-cli
 	$(PY) -m pytest
 
-demo: $(STAMP) binaries sandbox
+demo: sandbox $(STAMP) binaries
 	$(VENV)/bin/mu demo
 
 # Settings: `make synth CDK_ARGS="-c copies=4 -c regions=us-east-1,us-west-2"` (README lists them).
@@ -106,7 +106,7 @@ deploy: $(STAMP) binaries-$(ARCH) cdk-cli
 destroy: $(STAMP) cdk-cli
 	$(CDK) destroy --all --no-notices --force -c arch=$(ARCH) $(CDK_ARGS)
 
-bench: $(STAMP) binaries sandbox
+bench: sandbox $(STAMP) binaries
 	$(PY) benchmarks/coordinator_capacity.py
 	$(PY) benchmarks/launch_rate.py
 	$(PY) benchmarks/worker_output.py
