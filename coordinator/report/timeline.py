@@ -15,12 +15,30 @@ MAX_TICK_LABELS = 40
 
 # Distinct, colour-blind friendly first (Okabe-Ito), then matplotlib's tab20; red is kept for errors.
 PALETTE = [
-    "#0072b2", "#e69f00", "#009e73", "#56b4e9", "#f0e442", "#cc79a7", "#8c564b", "#7f7f7f",
-    "#17becf", "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2",
-    "#dbdb8d", "#9edae5", "#393b79", "#637939",
-]  # fmt: skip
+    "#0072b2",
+    "#e69f00",
+    "#009e73",
+    "#56b4e9",
+    "#f0e442",
+    "#cc79a7",
+    "#8c564b",
+    "#7f7f7f",
+    "#17becf",
+    "#bcbd22",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+    "#393b79",
+    "#637939",
+]
 ERROR_COLOUR = "#d62728"
 WAIT_COLOUR = "#bbbbbb"  # launched, not yet connected
+STRAGGLER_COLOUR = "#6a3d9a"
 
 
 def state_colours(names: list[str]) -> dict[str, str]:
@@ -68,25 +86,69 @@ def draw(a: Analysis, target: str | Path | BinaryIO) -> None:
     colours = state_colours(visible)
     fig, ax = plt.subplots(figsize=figure_size(len(rows)), dpi=DPI, layout="constrained")
     height = 0.8 if len(rows) < 200 else 1.0
+    # Markers shrink as rows get thinner, so a thousand-worker picture is not a black smear.
+    marker = max(1.5, min(14.0, 2400.0 / max(1, len(rows))))
     for y, row in enumerate(rows):
         start = row.launch_sent if row.launch_sent is not None else row.launch_accepted
         if start is not None and start < row.connected:
-            ax.broken_barh([(start, row.connected - start)], (y - 0.12, 0.24), facecolors=WAIT_COLOUR)
+            ax.broken_barh(
+                [(start, row.connected - start)], (y - 0.12, 0.24), facecolors=WAIT_COLOUR, linewidth=0
+            )
         shown = [s for s in row.segments if s.name in colours and s.end > s.start]
         bars = [(s.start, s.end - s.start) for s in shown]
         faces = [colours[s.name] for s in shown]
         if bars:
-            ax.broken_barh(bars, (y - height / 2, height), facecolors=faces,
-                           alpha=0.45 if row.superseded else 1.0)  # fmt: skip
-    if len(rows) <= 400:
+            ax.broken_barh(
+                bars,
+                (y - height / 2, height),
+                facecolors=faces,
+                linewidth=0,
+                alpha=0.45 if row.superseded else 1.0,
+            )
+    if len(rows) <= 10_000:
         sent = [(r.launch_sent, y) for y, r in enumerate(rows) if r.launch_sent is not None]
         if sent:
-            ax.scatter([t for t, _ in sent], [y for _, y in sent], marker="|", s=60, c="#444444", zorder=3)
-        ax.scatter([r.connected for r in rows], range(len(rows)), marker="o", s=14, c="black", zorder=3)
+            ax.scatter(
+                [t for t, _ in sent],
+                [y for _, y in sent],
+                marker="|",
+                s=4 * marker,
+                c="#444444",
+                linewidths=0.8,
+                zorder=3,
+            )
+        ax.scatter(
+            [r.connected for r in rows],
+            range(len(rows)),
+            marker="o",
+            s=marker,
+            c="black",
+            linewidths=0,
+            zorder=3,
+        )
+    slow = {id(r) for r in a.stragglers}
+    stragglers = [(r.ended, y) for y, r in enumerate(rows) if id(r) in slow]
+    if stragglers:
+        ax.scatter(
+            [t for t, _ in stragglers],
+            [y for _, y in stragglers],
+            marker="<",
+            s=max(20.0, 4 * marker),
+            c=STRAGGLER_COLOUR,
+            zorder=4,
+        )
     failed = [(r.ended, y) for y, r in enumerate(rows) if r.error and not r.superseded]
     if failed:
-        ax.scatter([t for t, _ in failed], [y for _, y in failed], marker="X", s=70, c=ERROR_COLOUR,
-                   edgecolors="black", linewidths=0.5, zorder=4)  # fmt: skip
+        ax.scatter(
+            [t for t, _ in failed],
+            [y for _, y in failed],
+            marker="X",
+            s=70,
+            c=ERROR_COLOUR,
+            edgecolors="black",
+            linewidths=0.5,
+            zorder=4,
+        )
 
     step = max(1, math.ceil(len(rows) / MAX_TICK_LABELS))
     ticks = list(range(0, len(rows), step))
@@ -103,15 +165,29 @@ def draw(a: Analysis, target: str | Path | BinaryIO) -> None:
     ax.set_axisbelow(True)
     doc = a.doc
     outcome = "ok" if doc.get("ok") else f"{len(a.failures)} failed"
-    ax.set_title(f"mu {doc.get('job_id') or doc.get('job')}: {doc.get('workers')} actors, "
-                 f"{len(rows)} workers, {float(doc.get('elapsed') or 0):.1f} s, {outcome}",
-                 loc="left")  # fmt: skip
+    ax.set_title(
+        f"mu {doc.get('job_id') or doc.get('job')}: {doc.get('workers')} actors, "
+        f"{len(rows)} workers, {float(doc.get('elapsed') or 0):.1f} s, {outcome}",
+        loc="left",
+    )
     handles: list[Any] = [Patch(facecolor=colours[n], label=n) for n in visible]
     handles += [
         Patch(facecolor=WAIT_COLOUR, label="launched, not yet connected"),
         Line2D([], [], marker="|", linestyle="", color="#444444", markersize=10, label="invocation sent"),
         Line2D([], [], marker="o", linestyle="", color="black", markersize=5, label="connected"),
     ]
+    if stragglers:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="<",
+                linestyle="",
+                color=STRAGGLER_COLOUR,
+                markersize=8,
+                label="straggler (ends here)",
+            )
+        )
     if failed:
         handles.append(
             Line2D([], [], marker="X", linestyle="", color=ERROR_COLOUR, markersize=8, label="failed")
