@@ -27,7 +27,7 @@ from coordinator.launch import LaunchError
 from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import Isolation, NoSandbox, Sandbox
 from coordinator.local.locals3 import FAKE_CREDENTIALS, LocalS3
-from coordinator.local.y4m import bt601_420, parse_y4m, psnr
+from coordinator.local.y4m import parse_y4m, psnr, reference_ycbcr
 from coordinator.report import timeline
 from coordinator.report.analysis import analyze
 
@@ -93,7 +93,7 @@ def verify_chunk(data: bytes, chunk: int, frames: int, width: int, height: int) 
     if problems:
         return problems
     for got, frame in zip(y4m.frames, png2y4m.chunk_frames(chunk, frames), strict=True):
-        want = bt601_420(to_uint16(frame_rgb(frame, width, height)) / 65535.0)
+        want = reference_ycbcr(to_uint16(frame_rgb(frame, width, height)) / 65535.0)
         for plane, g, w in zip(("Y", "Cb", "Cr"), got, want, strict=True):
             value = psnr(g, w)
             if value < MIN_PSNR:

@@ -1,4 +1,4 @@
-"""Reading YUV4MPEG2 and the BT.601 reference conversion, to check what png2y4m produced."""
+"""Reading YUV4MPEG2 and the reference RGB -> Y'CbCr conversion, to check what png2y4m produced."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def parse_y4m(data: bytes) -> Y4M:
         raise ValueError("not a YUV4MPEG2 stream (bad header)")
     params = {f[0]: f[1:] for f in fields[1:]}
     w, h = int(params["W"]), int(params["H"])
-    cw, ch = (w + 1) // 2, (h + 1) // 2
+    hsub, vsub = chroma_subsampling(params.get("C", "420jpeg"))
+    cw, ch = (w + hsub) // (1 + hsub), (h + vsub) // (1 + vsub)
     size = w * h + 2 * cw * ch
     frames: list[tuple[Any, Any, Any]] = []
     pos = 0
@@ -43,19 +44,38 @@ def parse_y4m(data: bytes) -> Y4M:
     return Y4M(w, h, params, frames)
 
 
-def bt601_420(rgb: Any) -> tuple[Any, Any, Any]:
-    """RGB in [0, 1] (H x W x 3) -> float Y, Cb, Cr planes, chroma averaged over 2x2 blocks."""
+def chroma_subsampling(tag: str) -> tuple[int, int]:
+    """(horizontal, vertical) halving of the chroma planes for a Y4M ``C`` tag."""
+    if tag.startswith("420"):
+        return 1, 1
+    if tag == "422":
+        return 1, 0
+    if tag == "444":
+        return 0, 0
+    raise ValueError(f"unsupported chroma format C{tag}")
+
+
+# Luma weights of R and B (ITU-R BT.601 and BT.709); G takes the rest.
+MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+
+
+def reference_ycbcr(rgb: Any, matrix: str = "bt601", chroma: str = "420jpeg") -> tuple[Any, Any, Any]:
+    """RGB in [0, 1] (H x W x 3) -> float limited-range Y, Cb, Cr planes, each chroma sample the
+    mean of its block (an odd last row or column averages what it has)."""
     import numpy as np
 
+    kr, kb = MATRICES[matrix]
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 16 + 219 * (0.299 * r + 0.587 * g + 0.114 * b)
-    cb = 128 + 224 * (-0.168736 * r - 0.331264 * g + 0.5 * b)
-    cr = 128 + 224 * (0.5 * r - 0.418688 * g - 0.081312 * b)
+    luma = kr * r + (1 - kr - kb) * g + kb * b
+    y = 16 + 219 * luma
+    cb = 128 + 224 * (b - luma) / (2 * (1 - kb))
+    cr = 128 + 224 * (r - luma) / (2 * (1 - kr))
     h, w = y.shape
+    hsub, vsub = chroma_subsampling(chroma)
 
     def sub(p: Any) -> Any:
-        p = np.pad(p, ((0, h % 2), (0, w % 2)), mode="edge")
-        return p.reshape(p.shape[0] // 2, 2, p.shape[1] // 2, 2).mean(axis=(1, 3))
+        p = np.pad(p, ((0, h % 2 * vsub), (0, w % 2 * hsub)), mode="edge")
+        return p.reshape(p.shape[0] >> vsub, 1 + vsub, p.shape[1] >> hsub, 1 + hsub).mean(axis=(1, 3))
 
     return y, sub(cb), sub(cr)
 
