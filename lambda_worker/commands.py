@@ -257,6 +257,24 @@ class OutputTail:
         return head + bytes(self._buf)
 
 
+# dash: "/bin/sh: 1: ./y4m2png: not found"; bash: "bash: line 1: ffmpeg: command not found"
+_NOT_FOUND = re.compile(rb"^[^\n]*?: ([^:\n]+): (?:command )?not found$", re.MULTILINE)
+
+
+def missing_program_hint(output: bytes, binaries: str | None, programs: list[str]) -> bytes:
+    """What to do when the shell found no program (exit status 127): mu's jobs name tools
+    (ffmpeg, vpxenc, xc-enc) that were built into their own Lambda functions."""
+    found = _NOT_FOUND.findall(output)
+    name = found[-1].decode(errors="replace").removeprefix("./") if found else None
+    what = f"{name} is not" if name else "a program the command names is not"
+    where = f"in {binaries}: {', '.join(programs) or 'none'}" if binaries else "none: no binaries folder"
+    return (
+        f"[worker: exit status 127: {what} among this worker's programs ({where}). To run it, put a "
+        "static Linux build of it in binaries/bin before 'make deploy' (Lambda workers), or in a "
+        "folder named by MU_BIN_DIR (local workers)]\n"
+    ).encode()
+
+
 def run_reply(cmd: str, returncode: int, output: bytes) -> bytes:
     """mu's reply to ``run:`` for every exit status; the job decides what a status means."""
     return b"OK:RETVAL(%d):OUTPUT(%s):COMMAND(%s)" % (returncode, output, cmd.encode())

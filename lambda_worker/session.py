@@ -76,6 +76,7 @@ class Session:
         self.vals = cmds.default_vals(event)
         self.templates = event.templates
         binaries = bin_dir()
+        self._binaries = binaries
         self.workdir = binaries or tmpdir  # mu ran commands in /var/task, beside its binaries
         self._env = command_env(os.environ, tmpdir, binaries)
         self.commands_served = 0
@@ -306,9 +307,17 @@ class Session:
         files.ensure_dir(self.tmpdir)
         tail = cmds.OutputTail()
         status = await self._groups.run(cmd, self.workdir, self._env, tail)
+        if status == 127:
+            tail.feed(cmds.missing_program_hint(tail.value(), self._binaries, self._programs()))
         if status == 0:
             await self._hand_off(cmd)
         return cmds.run_reply(cmd, status, tail.value())
+
+    def _programs(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self._binaries or "") if e.is_file())
+        except OSError:
+            return []
 
     async def _hand_off(self, cmd: str) -> None:
         """mu's finished_run, done before the reply so the next command sees its files."""

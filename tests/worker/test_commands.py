@@ -339,3 +339,15 @@ def test_handoff_drops_the_state_two_back_and_sends_only_with_send_statefile(val
     assert c.handoff_for("./xc-enc", vals) == c.Handoff(unlink="1.state", send=3)
     vals.update(run_iter=1, send_statefile="0")
     assert c.handoff_for("./xc-enc", vals) == c.Handoff(unlink=None, send=None)
+
+
+def test_a_program_the_shell_cannot_find_is_named_with_what_to_do():
+    dash = b"/bin/sh: 1: ./y4m2png: not found\n"
+    hint = c.missing_program_hint(dash, "/var/task", ["png2y4m", "scanstep"])
+    assert hint.startswith(b"[worker: exit status 127: y4m2png is not among this worker's programs")
+    assert b"(in /var/task: png2y4m, scanstep)" in hint
+    assert b"binaries/bin" in hint and b"MU_BIN_DIR" in hint
+    bash = b"bash: line 1: ffmpeg: command not found\n"
+    assert b": ffmpeg is not among" in c.missing_program_hint(bash, "/b", [])
+    unknown = c.missing_program_hint(b"exit 127 by hand\n", None, [])
+    assert b"a program the command names is not among this worker's programs (none: no binaries" in unknown

@@ -82,6 +82,23 @@ def test_every_command(keys, s3, bucket, nonblock):
     assert client.get_object(Bucket=bucket, Key="out/copy.txt")["Body"].read() == b"alpha\n"
 
 
+def test_a_missing_program_is_named_with_the_worker_s_programs(keys):
+    async def scenario():
+        coord, proc, conn = await hello(keys)
+        reply = await conn.cmd("run:./vpxenc --codec=vp8 -o out.ivf in.y4m")
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        return reply
+
+    reply = run(scenario())
+    assert reply.startswith(b"OK:RETVAL(127):OUTPUT(")
+    assert b"./vpxenc: not found" in reply  # the shell's words, then the worker's
+    assert b"[worker: exit status 127: vpxenc is not among this worker's programs (in " in reply
+    assert re.search(rb"programs \(in [^:]+: [^)]*png2y4m[^)]*\)", reply)  # what it does have
+    assert reply.endswith(b"):COMMAND(./vpxenc --codec=vp8 -o out.ivf in.y4m)")
+
+
 def test_nonblock_replies_in_completion_order_and_keeps_serving(keys):
     async def scenario():
         coord, proc, conn = await hello(keys, nonblock=1)
