@@ -1,7 +1,10 @@
 """Job files end to end: ``python JOB.py`` and ``mu run ./JOB.py``, local workers, moto's S3.
 
-``jobs/png2y4m_job.py`` is written the way mu's png2y4m_server.py is, importing
-``coordinator.libmu``; every output chunk is checked frame by frame against its PNGs.
+``jobs/png2y4m_job.py`` follows mu's png2y4m_server.py command for command, importing
+``coordinator.libmu``, with mu's default command: ``rm -rf /tmp/*`` first (each sandboxed worker
+has a /tmp of its own), then one PNG retrieved and ``./png2y4m -i -d`` run per frame. Every
+output chunk is checked frame by frame: size, frame count, and the PSNR of each plane of each
+frame against the BT.601 conversion of the PNG it came from.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from coordinator.jobs import png2y4m
 from coordinator.local.demo import encode_png, frame_rgb, to_uint16, verify_chunk
 from tests.helpers import mu_style_certs
@@ -21,7 +26,8 @@ from tests.helpers import mu_style_certs
 JOBS = Path(__file__).parent / "jobs"
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 64, 36
-COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"  # mu built this into the Lambda; here --command
+# mu's README builds this into the Lambda function (lambdaize.sh); here it is --command
+COMMAND = "./png2y4m -i -d -o ##OUTFILE## ##INFILE##"
 
 
 def frames_bucket(s3, video: str, frames: int) -> str:
@@ -49,10 +55,12 @@ def run(args: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def check_chunks(s3, bucket: str, video: str, frames: int, chunks: range) -> None:
+    """Each chunk holds exactly its frames, in order, each plane within 40 dB of the reference."""
     client = s3.client()
     for chunk in chunks:
         body = client.get_object(Bucket=bucket, Key=png2y4m.output_key(video, frames, chunk))["Body"].read()
         assert verify_chunk(body, chunk, frames, W, H) == [], f"chunk {chunk}"
+        assert body.count(b"YUV4MPEG2") == 1  # one header: -i appended every later frame
 
 
 def job_flags(s3, tmp_path, bucket: str, *flags: str) -> list[str]:
@@ -65,11 +73,14 @@ def test_python_job_py_runs_a_mu_style_job_file(s3, tmp_path, png2y4m):
     frames, workers = 3, 3
     bucket = frames_bucket(s3, "clip", frames * workers)
     timing, profile = tmp_path / "timing.json", tmp_path / "coordinator.prof"
+    canary = tmp_path / "canary"  # under the host's /tmp, which the job's rm -rf /tmp/* must not reach
+    canary.write_text("still here")
     flags = ["-n", str(workers), "-f", str(frames), "-O", str(timing), "-P", str(profile)]
     proc = run([sys.executable, str(JOBS / "png2y4m_job.py"), *job_flags(s3, tmp_path, bucket, *flags)])
     assert proc.returncode == 0, proc.stderr
     assert f"all {workers} workers finished" in proc.stdout
     check_chunks(s3, bucket, "clip", frames, range(workers))
+    assert canary.read_text() == "still here"
 
     log = json.loads(timing.read_text())
     record = next(r for r in log["records"] if r["actor"] == 0)
@@ -77,7 +88,7 @@ def test_python_job_py_runs_a_mu_style_job_file(s3, tmp_path, png2y4m):
     assert record["states"][-1]["state"] == "FinalState (finished)"
     classes = [name for _, name in record["mu_timeline"]]  # mu's own log line: every state built
     assert classes[0] == "ConfigState" and classes[-1] == "FinalState"
-    assert classes.count("RetrieveState") == frames and classes.count("RetrieveLoopState") == frames + 1
+    assert classes.count("RetrieveAndRunState") == frames and classes.count("RetrieveLoopState") == frames + 1
     times = [t for t, _ in record["mu_timeline"]]
     assert times == sorted(times) and times[0] >= 0
     assert pstats.Stats(str(profile)).total_calls > 0  # -P: cProfile data of the coordinator
@@ -104,7 +115,23 @@ def test_a_failing_worker_fails_the_job_file_with_status_1(s3, tmp_path, png2y4m
     )
     assert proc.returncode == 1
     assert "1 of 2 workers failed" in proc.stderr
-    assert "actor 1: FAIL(" in proc.stderr and "RetrieveState" in proc.stderr
+    assert "actor 1: FAIL(" in proc.stderr and "RetrieveAndRunState" in proc.stderr
+    check_chunks(s3, bucket, "clip", 2, range(1))
+
+
+@pytest.mark.usefixtures("png2y4m")
+def test_a_frame_png2y4m_cannot_read_fails_its_actor_with_the_reason(s3, tmp_path):
+    bucket = frames_bucket(s3, "clip", 4)
+    s3.client().put_object(Bucket=bucket, Key=png2y4m.input_key("clip", "png16", 4), Body=b"not a png")
+    flags = job_flags(s3, tmp_path, bucket, "-n", "2", "-f", "2")
+    proc = run([sys.executable, str(JOBS / "png2y4m_job.py"), *flags])
+    assert proc.returncode == 1
+    assert "1 of 2 workers failed" in proc.stderr
+    # actor 1's second run: png2y4m's own message, quoted in the reply the state did not expect
+    assert "actor 1: OK:RETVAL(1):OUTPUT(png2y4m: " in proc.stderr
+    assert "00000004.png: not a PNG file (bad signature)" in proc.stderr
+    assert "00000001.y4m is left as it was (" in proc.stderr
+    assert "in RetrieveAndRunState" in proc.stderr and "which expected 'OK:RETVAL(0)'" in proc.stderr
     check_chunks(s3, bucket, "clip", 2, range(1))
 
 

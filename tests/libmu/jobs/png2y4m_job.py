@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""PNG frames on S3 into Y4M chunks: the tests' own job file, written the way mu's
-png2y4m_server.py is (settings class, state classes, ``main()``), importing
+"""PNG frames on S3 into Y4M chunks: the tests' own job file, following the logic of mu's
+png2y4m_server.py command for command (settings class, state classes, ``main()``), importing
 ``coordinator.libmu`` where mu's imports ``libmu``.
 
-Worker i reads frames 1 + F*(i+offset) ... F*(i+offset+1) of ``VIDEO-FORMAT/%08d.png`` and
-writes chunk i+offset as ``VIDEO-y4m_FF/%08d.y4m``. The command for the bare ``run:`` comes
-from ``--command``, as mu's came from the Lambda function it was built into.
+Worker i (chunk c = i + offset) empties /tmp, makes its temporary folder, then for each of its
+F frames 1 + F*c ... F*(c+1) of ``VIDEO-FORMAT/%08d.png`` retrieves that one PNG and runs the
+default command, which must exit 0; last it uploads ``VIDEO-y4m_FF/%08d.y4m`` (named by c).
+The default command is mu's ``./png2y4m -i -d -o ##OUTFILE## ##INFILE##``, given with
+``--command`` (mu built it into the Lambda function): with ``##INFILE##`` the pattern
+``##TMPDIR##/%08d.png``, each run appends the frame just retrieved (-i) and deletes it (-d).
 """
 
 import os
@@ -32,67 +35,80 @@ class ServerInfo(object):
     srvkey = None
 
 
+def chunk_number(state):
+    return state.actorNum + ServerInfo.num_offset
+
+
+def fill_in(state, *values):
+    """Put this actor's names into its command templates ({0}, {1}); None stays a wait."""
+    state.commands = [c.format(*values) if c is not None else None for c in state.commands]
+
+
 class FinalState(TerminalState):
     extra = "(finished)"
 
 
 class UploadState(CommandListState):
-    extra = "(converting and uploading)"
+    """Every frame is in the Y4M: upload it and let the worker go."""
+
+    extra = "(uploading the Y4M)"
     nextState = FinalState
-    commandlist = [(None, "run:"), ("OK:RETVAL(0)", "upload:"), ("OK:UPLOAD(", "quit:")]
+    commandlist = [(None, "upload:"), "quit:"]
 
 
-class RetrieveState(CommandListState):
-    extra = "(retrieving a frame)"
+class RetrieveAndRunState(CommandListState):
+    """One frame: fetch its PNG into the temporary folder, then run the default command."""
+
+    extra = "(retrieving a PNG and appending it to the Y4M)"
     commandlist = [
         (None, "set:inkey:{0}/{1}.png"),
         "set:targfile:##TMPDIR##/{1}.png",
         "retrieve:",
-        ("OK:RETRIEVE(", None),
+        "run:",  # sent once OK:RETRIEVING... arrives
+        ("OK:RETVAL(0)", None),  # the conversion must succeed before the next frame
     ]
 
     def __init__(self, prevState, aNum=0):
-        super(RetrieveState, self).__init__(prevState, aNum)
-        in_name = "%s-%s" % (ServerInfo.video_name, ServerInfo.in_format)
-        chunk = self.actorNum + ServerInfo.num_offset
-        frame = 1 + ServerInfo.num_frames * chunk + self.info["retrieve_iter"]
-        self.commands = [s.format(in_name, "%08d" % frame) if s is not None else None for s in self.commands]
+        super(RetrieveAndRunState, self).__init__(prevState, aNum)
+        frames = ServerInfo.num_frames
+        frame = 1 + frames * chunk_number(self) + self.info["retrieve_iter"]
+        fill_in(self, "%s-%s" % (ServerInfo.video_name, ServerInfo.in_format), "%08d" % frame)
 
 
 class RetrieveLoopState(ForLoopState):
-    extra = "(retrieve loop)"
-    loopState = RetrieveState
+    extra = "(frame loop)"
+    loopState = RetrieveAndRunState
     exitState = UploadState
     iterKey = "retrieve_iter"
 
     def __init__(self, prevState, aNum=0):
         super(RetrieveLoopState, self).__init__(prevState, aNum)
-        self.iterFin = ServerInfo.num_frames
+        self.iterFin = ServerInfo.num_frames  # read now: options() may have changed it
 
 
-RetrieveState.nextState = RetrieveLoopState
+RetrieveAndRunState.nextState = RetrieveLoopState
 
 
 class ConfigState(CommandListState):
+    """Name the files for the default command and the upload; start from an empty /tmp."""
+
     extra = "(configuring the worker)"
     nextState = RetrieveLoopState
     commandlist = [
-        ("OK:HELLO", "set:cmdinfile:##TMPDIR##/*.png"),
+        ("OK:HELLO", "set:cmdinfile:##TMPDIR##/%08d.png"),  # a printf pattern for png2y4m
         "set:cmdoutfile:##TMPDIR##/{1}.y4m",
         "set:fromfile:##TMPDIR##/{1}.y4m",
         "set:outkey:{0}/{1}.y4m",
         "seti:nonblock:0",
-        # mu's job runs "run:rm -rf /tmp/*" here; left out until every local worker has a
-        # private /tmp, so a test run cannot empty the machine's /tmp.
+        "run:rm -rf /tmp/*",  # a worker's /tmp is its own (Lambda, and local sandboxes)
         "run:mkdir -p ##TMPDIR##",
-        ("OK:RETVAL(0)", None),
+        None,  # wait for the mkdir's OK:RETVAL before the first frame
     ]
 
     def __init__(self, prevState, actorNum):
         super(ConfigState, self).__init__(prevState, actorNum)
-        out_name = "%s-y4m_%02d" % (ServerInfo.video_name, ServerInfo.num_frames)
-        chunk = self.actorNum + ServerInfo.num_offset
-        self.commands = [s.format(out_name, "%08d" % chunk) if s is not None else None for s in self.commands]
+        out_dir = "%s-y4m_%02d" % (ServerInfo.video_name, ServerInfo.num_frames)
+        fill_in(self, out_dir, "%08d" % chunk_number(self))
 
 
 def run():
@@ -104,7 +120,7 @@ def main():
     event = {
         "mode": 1,
         "port": ServerInfo.port_number,
-        "addr": None,
+        "addr": None,  # filled in by server_launch
         "nonblock": 0,
         "cacert": ServerInfo.cacert,
         "srvcrt": ServerInfo.srvcrt,
