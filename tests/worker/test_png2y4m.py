@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from coordinator.local.demo import encode_png
@@ -61,8 +64,8 @@ def frame(path: Path, seed: int, h: int = 12, w: int = 16) -> np.ndarray:
     return arr.astype(np.float64) / 255.0
 
 
-def run(png2y4m: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(png2y4m), *args], capture_output=True, text=True, **kw)
+def run(png2y4m: Path, *args: str, text: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(png2y4m), *args], capture_output=True, text=text, **kw)
 
 
 def read(path: Path) -> Y4M:
@@ -170,6 +173,43 @@ def test_pattern_conversions_print_as_printf_does(png2y4m, tmp_path, spec, names
     proc = run(png2y4m, "-o", str(out), str(tmp_path / f"p{spec}.png"))
     assert proc.returncode == 0, proc.stderr
     assert_frames(read(out), rgbs)
+
+
+@settings(max_examples=60)
+@given(
+    spec=st.tuples(
+        st.sampled_from(["", "0", "-", "+", " ", "+0", "- "]),
+        st.sampled_from(["", "1", "3", "8"]),
+        st.sampled_from(["", ".2", ".5"]),
+        st.sampled_from("diu"),
+    )
+    # C ignores the 0 flag when a precision is given, and + and space for %u; Python's % does
+    # not, so those combinations are left out
+    .filter(lambda t: not ("0" in t[0] and t[2]) and not (t[3] == "u" and t[0].strip("-0")))
+    .map(lambda t: "%" + "".join(t)),
+    numbers=st.sets(st.integers(-40, 100_000), min_size=1, max_size=5),
+)
+def test_a_pattern_takes_exactly_the_names_printf_prints(png2y4m, spec, numbers):
+    """Python's % prints these d/i/u conversions as C's printf does: the files named so are
+    the frames, in numeric order; names of the same numbers printed otherwise are not."""
+    numbers = sorted(n for n in numbers if n >= 0 or spec[-1] != "u")
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        for rank, n in enumerate(numbers):
+            gray = np.full((2, 2), 20 + 40 * rank, dtype=np.uint8)
+            (base / f"f{spec % n}.png").write_bytes(encode_png(gray))
+        for n in numbers:  # other spellings of the same numbers
+            for other in (f"{n}", f"0{spec % n}", f"{spec % n} ", f"{n:+d}"):
+                if other != spec % n and not (base / f"f{other}.png").exists():
+                    (base / f"f{other}.png").write_bytes(b"not a png: must not be read")
+        proc = run(png2y4m, "-o", "-", str(base / f"f{spec}.png"), text=False)
+        if not numbers:
+            assert proc.returncode == 1 and b"matches the pattern" in proc.stderr
+            return
+        assert proc.returncode == 0, proc.stderr
+        y4m = parse_y4m(proc.stdout)
+        luma = [int(f[0][0, 0]) for f in y4m.frames]
+        assert luma == [round(16 + 219 * (20 + 40 * rank) / 255) for rank in range(len(numbers))]
 
 
 def test_a_pattern_that_matches_nothing_is_an_error(png2y4m, tmp_path):
