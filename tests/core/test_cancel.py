@@ -8,32 +8,14 @@ even after it has left ``mu``'s process tree.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.resilience.chaos import MuRun, processes_with, processes_with_env
-
-
-class Mu(MuRun):
-    """``python -m coordinator ARGS`` with its own TMPDIR and a marker in its environment."""
-
-    def __init__(self, tmp_path: Path, subcommand: str, *args: str) -> None:
-        self.mark = uuid.uuid4().hex
-        self.tmpdir = tmp_path / "tmpdir"
-        self.tmpdir.mkdir()
-        env = {**os.environ, "MU_TEST_MARK": self.mark, "TMPDIR": str(self.tmpdir)}
-        super().__init__(*args, subcommand=subcommand, env=env)
-
-    def wait_for_line(self, text: str, timeout: float = 60) -> None:
-        self.wait_for(lambda: text in self.stderr, timeout, repr(text))
-
-    def leftovers(self) -> list[int]:
-        return [p for p in processes_with_env("MU_TEST_MARK", self.mark) if p != self.proc.pid]
+from tests.resilience.chaos import MarkedMu as Mu
+from tests.resilience.chaos import processes_with
 
 
 def map_job(s3, tmp_path, seconds: list[str], *extra: str) -> Mu:

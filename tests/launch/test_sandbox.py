@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,14 @@ from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import NoSandbox, Sandbox, SandboxError
 from coordinator.local.demo import encode_png, frame_rgb, to_uint16
 from tests.helpers import scripted_job
-from tests.resilience.chaos import alive, descendants, processes_with, worker_pids
+from tests.resilience.chaos import (
+    MarkedMu,
+    alive,
+    descendants,
+    processes_with,
+    processes_with_env,
+    worker_pids,
+)
 
 SHARED = "/mnt/out"  # a host folder shared into every sandbox, for the commands' findings
 
@@ -135,31 +144,63 @@ def test_a_worker_that_ends_takes_its_daemons_with_it(tmp_path):
     assert processes_with(f"sleep {mark}") == []
 
 
-def test_killing_mu_itself_ends_every_sandbox(tmp_path, s3):
-    """--die-with-parent: a coordinator killed with SIGKILL leaves no worker behind."""
+def running(program: str, mark: str) -> list[int]:
+    """Processes running ``program`` (its argv[0]) with ``mark`` among its arguments."""
+    found = []
+    for pid in processes_with(mark):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == program.encode():
+                found.append(pid)
+    return found
+
+
+def test_killing_mu_itself_leaves_nothing_of_the_job(tmp_path, s3):
     mark = marker()
     bucket = f"die-{random.randint(0, 10**9)}"
     s3.client().create_bucket(Bucket=bucket)
     for i in range(2):
         s3.client().put_object(Bucket=bucket, Key=f"in/{i}", Body=b"x")
-    mu = subprocess.Popen(
-        [sys.executable, "-m", "coordinator", "map", "--input", f"s3://{bucket}/in/", "--output",
-         f"s3://{bucket}/out/", "--command", f"sleep {mark}", "-t", "0", "--s3-endpoint", s3.endpoint,
-         "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        end = time.monotonic() + 60
-        while len(processes_with(f"sleep {mark}")) < 2:
-            assert time.monotonic() < end and mu.poll() is None, "the commands never started"
-            time.sleep(0.05)
-    finally:
-        mu.kill()
-        mu.wait()
+    mu = MarkedMu(tmp_path, "map", "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/",
+                  "--command", f"sleep {mark}", "-t", "0", "--s3-endpoint", s3.endpoint)  # fmt: skip
+    mu.wait_for(lambda: len(running("sleep", mark)) == 2, 60, "both commands to run")
+    mu.proc.kill()
+    mu.finish()
     end = time.monotonic() + 10
-    while processes_with(f"sleep {mark}") and time.monotonic() < end:
+    while mu.leftovers() and time.monotonic() < end:
         time.sleep(0.05)
-    assert processes_with(f"sleep {mark}") == []
+    assert mu.leftovers() == []
+
+
+def test_die_with_parent_ends_a_sandbox_whose_launcher_dies(tmp_path):
+    """A worker still waiting for its event (its stdin open, held by this test) can only end
+    through --die-with-parent when the process that started its sandbox is killed."""
+    mark = uuid.uuid4().hex
+    read_end, write_end = os.pipe()
+    starter = (
+        "import os, subprocess, sys, time\n"
+        "from coordinator.launch.sandbox import Sandbox\n"
+        "argv, env = Sandbox().command(0, os.environ)\n"
+        "subprocess.Popen(argv, env=env, stdin=int(sys.argv[1]), pass_fds=(int(sys.argv[1]),))\n"
+        "time.sleep(600)\n"
+    )
+    try:
+        launcher = subprocess.Popen([sys.executable, "-c", starter, str(read_end)], pass_fds=(read_end,),
+                                    env={**os.environ, "MU_TEST_MARK": mark})  # fmt: skip
+        os.close(read_end)
+        end = time.monotonic() + 60
+        while not [p for p in processes_with_env("MU_TEST_MARK", mark) if p in worker_pids(launcher.pid)]:
+            assert time.monotonic() < end and launcher.poll() is None, "the worker never started"
+            time.sleep(0.05)
+        sandbox = [p for p in processes_with_env("MU_TEST_MARK", mark) if p != launcher.pid]
+        assert len(sandbox) >= 3  # bwrap's monitor, the sandbox's init, the worker
+        launcher.kill()
+        launcher.wait()
+        end = time.monotonic() + 10
+        while processes_with_env("MU_TEST_MARK", mark) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert processes_with_env("MU_TEST_MARK", mark) == []
+    finally:
+        os.close(write_end)
 
 
 def test_without_a_sandbox_a_killed_worker_still_takes_its_commands(tmp_path):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 
@@ -201,6 +202,25 @@ class MuRun:
             for t in self._readers:
                 t.join(5)
         return code
+
+
+class MarkedMu(MuRun):
+    """``python -m coordinator SUBCOMMAND ARGS`` with its own TMPDIR and a marker in its
+    environment, which everything it starts inherits: ``leftovers()`` finds what is left of it
+    even after it has left the process tree."""
+
+    def __init__(self, tmp_path: Path, subcommand: str, *args: str) -> None:
+        self.mark = uuid.uuid4().hex
+        self.tmpdir = tmp_path / "tmpdir"
+        self.tmpdir.mkdir()
+        env = {**os.environ, "MU_TEST_MARK": self.mark, "TMPDIR": str(self.tmpdir)}
+        super().__init__(*args, subcommand=subcommand, env=env)
+
+    def wait_for_line(self, text: str, timeout: float = 60) -> None:
+        self.wait_for(lambda: text in self.stderr, timeout, repr(text))
+
+    def leftovers(self) -> list[int]:
+        return [p for p in processes_with_env("MU_TEST_MARK", self.mark) if p != self.proc.pid]
 
 
 class BlackHole:
