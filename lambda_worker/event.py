@@ -50,6 +50,7 @@ class WorkerEvent:
     idle_timeout: float
     flags: dict[str, int] = field(default_factory=lambda: dict(FLAGS))
     templates: dict[str, str | list[str]] = field(default_factory=dict)
+    pymap: dict[str, Any] | None = None  # mu.map's settings; present only for Python-call jobs
 
     @property
     def coordinator(self) -> str:
@@ -127,6 +128,25 @@ def _endpoint(value: str | None) -> str | None:
     return value
 
 
+PYMAP_NUMBERS = ("slots", "inline_limit", "memory_mb")  # whole numbers >= 1
+
+
+def _pymap(event: dict[str, Any]) -> dict[str, Any] | None:
+    """``pymap``: ``{"slots": N, "inline_limit": BYTES, "prefix": "KEY/", "memory_mb": MB}``."""
+    section = event.get("pymap")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise EventError(f"event field 'pymap' must be an object, got {type(section).__name__}")
+    for name in PYMAP_NUMBERS:
+        value = section.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise EventError(f"event field 'pymap.{name}' must be a whole number >= 1, got {value!r:.40}")
+    if not isinstance(section.get("prefix", ""), str):
+        raise EventError("event field 'pymap.prefix' must be text (a key prefix in the job's bucket)")
+    return dict(section)
+
+
 def parse_event(event: Any) -> WorkerEvent:
     """Validate an invocation event (see DESIGN.md) and return it typed."""
     if not isinstance(event, dict):
@@ -165,4 +185,5 @@ def parse_event(event: Any) -> WorkerEvent:
         idle_timeout=float(idle_timeout),
         flags=flags,
         templates=_templates(event),
+        pymap=_pymap(event),
     )

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import platform
 import ssl
 import sys
 import time
@@ -25,6 +26,8 @@ from . import files
 from .commands import CommandError
 from .event import WorkerEvent
 from .process import ProcessGroups, bin_dir, command_env
+from .pycall import protocol as pycall
+from .pycall.calls import PythonCalls, Settings
 from .tlsconf import SERVER_NAME
 from .transfer import S3Transfers
 from .wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
@@ -89,6 +92,7 @@ class Session:
         self._groups = ProcessGroups()
         self.s3 = S3Transfers(event.region, event.s3_endpoint)
         self._peer: Peer | None = None
+        self._python: PythonCalls | None = None
         self._last_activity = time.monotonic()
         self.deadline_at = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
 
@@ -114,6 +118,8 @@ class Session:
             await self.send(b"OK:HELLO")
             if self.deadline_ms is not None:
                 await self.send(f"INFO:deadline_ms:{self.deadline_ms}".encode())
+            if ev.pymap is not None:  # mu.map: which Python runs the calls decides how they travel
+                await self.send(f"INFO:python:{platform.python_version()}".encode())
             return await self._serve(reader)
         finally:
             await self._shutdown()
@@ -217,6 +223,8 @@ class Session:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._groups.kill_all()  # anything a cancelled command started meanwhile
         self.s3.cancel_all()
+        if self._python is not None:
+            await self._python.close()
         await self._close_peer()
         if self._writer is not None:
             self._writer.close()
@@ -245,6 +253,8 @@ class Session:
                 await self.send(b"OK:CLOSE_CONNECT")
             elif name == "send":
                 await self.send(await self._send_file(arg))
+            elif name in pycall.COMMANDS:
+                await self._python_calls().command(name, arg)
             else:
                 raise cmds.unknown_command(msg)
         except CommandError as exc:
@@ -252,6 +262,18 @@ class Session:
         except Exception as exc:  # a bug must cost one command, never the worker
             await self.send(self._internal_error(name or "command", exc))
         return True
+
+    def _python_calls(self) -> PythonCalls:
+        if self._python is None:
+            self._python = PythonCalls(
+                Settings.from_event(self.event.pymap or {}), self.event.bucket, self.s3.client,
+                self._reply_after_work, self.tmpdir, self.log, self._inflight,
+            )  # fmt: skip
+        return self._python
+
+    async def _reply_after_work(self, body: bytes) -> None:
+        self._touch()  # the idle clock restarts when a call ends
+        await self.send(body)
 
     def _internal_error(self, what: str, exc: BaseException) -> bytes:
         self.log(f"{what}: unexpected error\n" + "".join(traceback.format_exception(exc)).rstrip())

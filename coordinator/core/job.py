@@ -43,3 +43,6 @@ class Job:
     event: dict[str, Any] = field(default_factory=dict)  # more invocation-event fields (mu's event)
     relay_ports: tuple[int, ...] = ()  # fixed ports of relays started for the job (mu's -T/-R)
     kill_state: Any = None  # the ErrorState class a worker over the kill time ends in (mu's kill_state)
+    # Drives each connected worker instead of a walk over the states (mu.map's calls): an object
+    # with ``async drive(record, reader, writer, decoder, first)`` that ends ``record.machine``.
+    driver: Any = None

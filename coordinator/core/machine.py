@@ -658,6 +658,11 @@ class Machine:
         if not self.done:
             self._step(lambda: ErrorState(self.state, reason))
 
+    def end(self, terminal: Callable[[MachineState], MachineState] = TerminalState) -> None:
+        """A worker that no walk over states drives (a job's ``driver``) finished well."""
+        if not self.done:
+            self._step(lambda: terminal(self.state))
+
     # -- internals --------------------------------------------------------------------------
 
     def _settle(self) -> None:

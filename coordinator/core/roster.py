@@ -159,6 +159,15 @@ class Roster:
         now = self.clock()
         self.vacant_since = dict.fromkeys(self.vacant_since, now)
 
+    def stand_down(self) -> None:
+        """The job needs no more workers (mu.map's executor is done): seats still waiting for a
+        worker close without counting as failed, and no duplicate is wanted any more."""
+        for actor in self.vacant_since:
+            self.outcome.setdefault(actor, OK)
+        self.vacant.clear()
+        self.vacant_since.clear()
+        self.duplicates_wanted.clear()
+
     def give_up(self, why: Callable[[int], str]) -> None:
         """The job's --deadline passed: every undecided actor fails with ``why(actor)``."""
         for actor in range(self.workers):

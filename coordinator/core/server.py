@@ -169,6 +169,8 @@ class Coordinator:
         self.t0 = time.monotonic()
         self.t0_wall = time.time()  # mu's timestamps are wall-clock
         self.port = options.port
+        if job.driver is not None:
+            job.driver.attach(self)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -305,7 +307,7 @@ class Coordinator:
     def timing_document(self) -> dict[str, Any]:
         failures = self._failures(self.launcher)
         times = getattr(self.launcher, "launch_times", None)
-        return timing.document(
+        doc = timing.document(
             job=self.job.name,
             workers=self.job.workers,
             t0=self.t0,
@@ -319,6 +321,9 @@ class Coordinator:
             meta=self.opts.meta,
             prices=self.opts.meta.get("prices"),
         )
+        if self.job.driver is not None:
+            doc.update(self.job.driver.timing(self.t0))
+        return doc
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -370,7 +375,10 @@ class Coordinator:
                 self._maybe_stop_listening()
                 return
             record = self._admit(peer, writer, *seat)
-            await self._drive(record, reader, writer, decoder, first)
+            if self.job.driver is not None:
+                await self._driven(record, reader, writer, decoder, first)
+            else:
+                await self._drive(record, reader, writer, decoder, first)
         finally:
             self._live -= 1
             await self._close(writer)
@@ -446,6 +454,31 @@ class Coordinator:
         finally:
             self._finish(record)
 
+    async def _driven(
+        self,
+        record: WorkerRecord,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: Decoder,
+        first: list[bytes],
+    ) -> None:
+        """The job's driver talks to the worker (mu.map); the roster's books are kept here."""
+        try:
+            await self.job.driver.drive(record, reader, writer, decoder, first)
+        except asyncio.CancelledError:
+            record.machine.fail("job ended")
+            raise
+        except Exception as exc:  # a bug in a driver costs its worker, never the server
+            record.machine.fail(f"{type(exc).__name__} in the job's driver: {exc}")
+        finally:
+            self._finish(record)
+
+    def stand_down(self) -> None:
+        """No more workers are needed: vacancies close and ``wait`` returns once the workers
+        still connected have ended."""
+        self.roster.stand_down()
+        self._changed.set()
+
     def _send(self, writer: asyncio.StreamWriter, commands: list[bytes]) -> None:
         if commands:
             self.books.commands(commands)
@@ -461,7 +494,7 @@ class Coordinator:
         self.status.states.pop(record.actor, None)
         decided = record.actor in self.roster.outcome
         actions = self.roster.ended(record.actor, record.error)
-        if record.superseded or decided:
+        if record.superseded or decided or self.job.driver is not None:  # a driver counts its own work
             pass
         elif record.error is None:
             self.status.done += 1

@@ -1,0 +1,186 @@
+"""mu.map end to end: real local worker processes, their call runners, and moto's S3."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+import mu
+from tests.pymap import funcs
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"pymap-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+def executor(s3, bucket, **kw):
+    return mu.Executor(kw.pop("workers", 2), bucket=bucket, s3_endpoint=s3.endpoint, **kw)
+
+
+def test_results_come_back_in_item_order_for_scalars_tuples_and_dicts(s3, bucket):
+    with executor(s3, bucket) as ex:
+        assert ex.map(funcs.square, range(40)).results() == [i * i for i in range(40)]
+        assert ex.map(funcs.add, [(1, 2), (3,), {"a": 1, "c": 5}]).results() == [3, 3, 6]
+        assert ex.map(funcs.length, [(1, 2)], star=False).results() == [2]
+        assert ex.call_async(funcs.add, 1, 2, c=3).result(timeout=60) == 6
+        futures = ex.map(funcs.square, range(10))
+        assert sorted(f.result() for f in mu.as_completed(futures, timeout=60)) == [i * i for i in range(10)]
+        done, not_done = mu.wait(futures, timeout=60)
+        assert len(done) == 10 and not not_done
+
+
+def test_lambdas_closures_and_main_functions_go_by_value(s3, bucket):
+    offset = 7
+    with executor(s3, bucket) as ex:
+        assert ex.map(lambda x: x + offset, [1, 2]).results() == [8, 9]
+
+
+def test_an_exception_comes_back_as_itself_with_the_remote_traceback(s3, bucket):
+    with executor(s3, bucket) as ex:
+        futures = ex.map(funcs.oops, range(5))
+        with pytest.raises(funcs.OopsError, match="item 3 is bad") as info:
+            futures.results()
+        cause = info.value.__cause__
+        assert isinstance(cause, mu.RemoteTraceback)
+        assert (
+            "funcs.py" in cause.tb
+            and "in oops" in cause.tb
+            and 'raise OopsError(f"item {x} is bad")' in cause.tb
+        )
+        assert [f.result() for f in futures if f is not futures[3]] == [0, 1, 2, 4]
+
+
+def test_an_exception_that_does_not_pickle_comes_back_as_remote_error(s3, bucket):
+    with executor(s3, bucket) as ex, pytest.raises(mu.RemoteError) as info:
+        ex.call_async(funcs.unpicklable, 4).result(timeout=60)
+    err = info.value
+    assert err.type_name == "tests.pymap.funcs.UnpicklableError" and err.message == "no pickle for 4"
+    assert "in unpicklable" in err.traceback and "in unpicklable" in err.__cause__.tb
+
+
+def test_exit_memory_and_timeout_are_reported_for_their_item_only(s3, bucket):
+    with executor(s3, bucket, memory=200, timeout=3) as ex:
+        futures = ex.map(funcs.misbehave, range(6))
+        assert [futures[i].result(timeout=60) for i in (0, 4, 5)] == [0, 40, 50]
+        errors = [futures[i].exception(timeout=60) for i in (1, 2, 3)]
+    assert isinstance(errors[0], mu.CallError) and errors[0].kind == "exit"
+    assert "exited with status 3" in str(errors[0]) and "item 1" in str(errors[0])
+    assert isinstance(errors[1], mu.CallMemoryError) and "over its limit of 200 MiB" in str(errors[1])
+    assert isinstance(errors[2], mu.CallTimeoutError) and "timeout of 3 s" in str(errors[2])
+
+
+def test_a_worker_killed_mid_call_with_retries_1_still_yields_every_result_exactly_once(s3, bucket):
+    marker = f"marks-{uuid.uuid4().hex[:8]}"
+    items = [(marker, s3.endpoint, bucket, x) for x in range(12)]
+    with executor(s3, bucket, retries=1) as ex:
+        futures = ex.map(funcs.kill_my_worker_once, items)
+        assert futures.results(timeout=120) == [x * 100 for x in range(12)]
+        calls = ex._engine.driver.scheduler.calls
+        lost = [c for c in calls.values() if c.failures]
+        # item 5 and whatever else was on its worker failed once and succeeded on the retry
+        assert calls[5] in lost and all(c.attempts == 2 and c.failures == 1 for c in lost)
+        assert all(c.attempts == 1 for c in calls.values() if not c.failures)
+    assert ex.result.relaunched == 1  # the killed worker was replaced
+
+
+def test_large_arguments_and_results_go_through_the_bucket_and_are_removed(s3, bucket):
+    with executor(s3, bucket, inline_limit=64 * 1024) as ex:
+        big = ex.map(funcs.blob, [1 << 20, 100]).results()
+        assert big == [funcs.blob(1 << 20), funcs.blob(100)]
+        assert ex.map(funcs.length, [b"x" * (300 << 10)], star=False).results() == [300 << 10]
+    assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_a_project_module_imported_only_inside_the_call_ships_with_the_function(s3, bucket):
+    with executor(s3, bucket) as ex:
+        assert ex.map(funcs.uses_helper, [1]).results() == ["1!"]
+        assert ex.map(funcs.mu_is_importable, [2]).results() == ["mu:2"]
+
+
+def test_a_missing_package_names_itself_and_how_to_add_it(s3, bucket):
+    with executor(s3, bucket) as ex, pytest.raises(ModuleNotFoundError) as info:
+        ex.call_async(funcs.needs_missing_package, 1).result(timeout=60)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "mu_surely_not_installed_pkg" in notes and "-c requirements=" in notes
+
+
+def test_a_function_whose_module_the_workers_lack_fails_each_call_with_how_to_add_it(s3, bucket, tmp_path):
+    installed = tmp_path / "site-packages"  # stands for a package installed here but not on workers
+    installed.mkdir()
+    (installed / "only_here_pkg.py").write_text("def double(x):\n    return 2 * x\n")
+    sys.path.insert(0, str(installed))
+    try:
+        import only_here_pkg
+
+        with executor(s3, bucket) as ex:
+            futures = ex.map(only_here_pkg.double, [1, 2])
+            errors = [f.exception(timeout=60) for f in futures]
+    finally:
+        sys.path.remove(str(installed))
+        sys.modules.pop("only_here_pkg", None)
+    assert all(isinstance(e, mu.FunctionLoadError) for e in errors)
+    assert "only_here_pkg" in str(errors[0]) and "requirements" in str(errors[0])
+
+
+def test_a_version_mismatch_is_refused_before_anything_launches():
+    ex = mu.Executor(2, python="3.12")
+    with pytest.raises(mu.VersionMismatchError) as info:
+        ex.map(lambda x: x, [1])
+    text = str(info.value)
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert "Python 3.12" in text and f"Python {here}" in text and "it is a lambda" in text
+    assert ex._engine is None  # no server, no worker
+    ex.shutdown()
+
+
+def test_a_worker_reporting_another_python_is_refused_and_the_calls_say_why(s3, bucket):
+    # The function goes by reference (allowed across versions); the workers then report this
+    # interpreter's version, not the 3.12 the calls were prepared for.
+    with executor(s3, bucket, python="3.12", connect_timeout=20) as ex:
+        err = ex.call_async(funcs.square, 3).exception(timeout=60)
+    assert isinstance(err, mu.CallError) and err.kind == "worker"
+    assert "runs Python 3." in str(err) and "prepared for Python 3.12" in str(err)
+
+
+def test_a_cancelled_future_does_not_run_and_the_rest_finish(s3, bucket):
+    with executor(s3, bucket, workers=1, window=1) as ex:
+        futures = ex.map(funcs.misbehave, [3, 4, 5], timeout=30)
+        assert futures[1].cancel()
+        assert futures[0].cancel() or True  # running: stopped on its worker
+        assert futures[2].result(timeout=60) == 50
+
+
+def test_mu_map_alone_stops_its_workers_when_done():
+    futures = mu.map(funcs.square, [1, 2, 3], workers=1)
+    assert futures.results(timeout=60) == [1, 4, 9]
+
+
+def test_a_script_defining_its_function_in_main_runs_in_one_command(tmp_path):
+    import subprocess
+
+    script = tmp_path / "squares.py"
+    script.write_text(
+        textwrap.dedent("""
+        import mu
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            print(mu.map(square, range(5), workers=2).results())
+    """)
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 1, 4, 9, 16]"
+
+
+def test_as_completed_is_the_standard_librarys():
+    assert mu.as_completed is cf.as_completed and mu.wait is cf.wait
