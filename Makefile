@@ -16,7 +16,7 @@ ARCH ?= x86_64
 APPROVAL ?= broadening
 
 .PHONY: all venv binaries binaries-x86_64 binaries-arm64 arm64-if-possible cdk-cli sandbox lint test demo \
-	bench deploy destroy synth clean
+	bench bench-pymap deploy destroy synth clean
 
 all: test
 
@@ -111,7 +111,18 @@ bench: sandbox $(STAMP) binaries
 	$(PY) benchmarks/launch_rate.py
 	$(PY) benchmarks/worker_output.py
 	$(PY) benchmarks/local_workers.py
+	$(MAKE) --no-print-directory bench-pymap
+
+# Lithops, for benchmarks/pymap.py only: in a virtualenv of its own, never in mu's or the tests'.
+LITHOPS_VENV := .venv-lithops
+$(LITHOPS_VENV)/.installed-stamp:
+	test -x $(LITHOPS_VENV)/bin/python || $(PYTHON) -m venv $(LITHOPS_VENV)
+	$(LITHOPS_VENV)/bin/python -m pip install --quiet lithops==3.8.0
+	touch $@
+
+bench-pymap: sandbox $(STAMP) $(LITHOPS_VENV)/.installed-stamp
+	$(PY) benchmarks/pymap.py --lithops-python $(LITHOPS_VENV)/bin/python
 
 clean:
 	$(MAKE) -C binaries clean
-	rm -rf $(VENV) cdk.out node_modules *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITHOPS_VENV) cdk.out node_modules *.egg-info .pytest_cache .mypy_cache .ruff_cache

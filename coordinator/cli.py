@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import cProfile
 import datetime as dt
+import importlib
 import os
 import re
 import sys
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mu {version()}")
     sub = parser.add_subparsers(
-        dest="subcommand", required=True, metavar="{run,map,report,submit,relay,genkeys,demo}"
+        dest="subcommand", required=True, metavar="{run,map,pymap,report,submit,relay,genkeys,demo}"
     )
     run = sub.add_parser("run", help="run a job")
     jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     map_job.add_arguments(mp)
     add_server_arguments(mp)
+    pymap_cli = importlib.import_module("mu.cli")
+    pp = sub.add_parser(
+        "pymap", help="call a Python function once per item of a JSON-lines file, on the workers",
+        description=pymap_cli.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    pymap_cli.add_arguments(pp)
+    add_server_arguments(pp)
     rl = sub.add_parser("relay", help="run the worker-to-worker relay on its own")
     rl.add_argument("--keys", required=True, help="folder from 'mu genkeys' shared with the job")
     rl.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
@@ -161,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run png2y4m locally against an embedded S3 (see 'mu demo -h')", add_help=False
     )
     return parser
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, whose usage errors name it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
 
 
 def validate_run(command: list[str]) -> None:
@@ -517,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_command.run(args)
     if args.subcommand == "map":
         return cmd_run(parser, args, map_job)
+    if args.subcommand == "pymap":
+        pp = subparser(parser, "pymap")
+        return int(importlib.import_module("mu.cli").run(pp, args, lambda job_id: job_keys(pp, args, job_id)))
     return cmd_run(parser, args, job_modules()[args.job])
 
 

@@ -7,7 +7,9 @@ synth here with the allowed range, instead of failing minutes into a deployment.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from constructs import Node
@@ -28,6 +30,10 @@ NUMBERS: dict[str, tuple[int | None, int, int, str]] = {
     "connect_timeout": (300, 60, 21600, "seconds a worker may take to connect; Lambda's maximum event age"),
 }
 ARCHITECTURES = ("x86_64", "arm64")  # the worker functions' CPU; the tools must match
+# Lambda's Python runtimes the worker runs on (it needs 3.11's asyncio and TimeoutError).
+PYTHONS = ("3.11", "3.12", "3.13", "3.14")
+ROOT = Path(__file__).resolve().parent.parent
+HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"  # the Python running cdk
 STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,29}")
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 
@@ -47,6 +53,10 @@ class Settings:
     # first region holds the bucket and the coordinator, and every region gets worker functions.
     regions: tuple[str, ...] = ()
     binaries: str | None = None  # folder of the static tools; default binaries/bin (bin-arm64)
+    # The workers' Python: mu.map's functions pickle by value only into the same minor version,
+    # so by default the one running cdk (and so, usually, the code that calls mu.map).
+    python: str = HERE if HERE in PYTHONS else "3.12"
+    requirements: Path | None = None  # third-party packages for mu.map's functions: a layer
 
     @classmethod
     def from_context(cls, node: Node) -> Settings:
@@ -63,7 +73,8 @@ class Settings:
         binaries = node.try_get_context("binaries")
         return cls(
             stack_name=stack_name, arch=arch, regions=_regions(node.try_get_context("regions")),
-            binaries=str(binaries) if binaries else None, **values,
+            binaries=str(binaries) if binaries else None, python=_python(node.try_get_context("python")),
+            requirements=_requirements(node.try_get_context("requirements")), **values,
         )  # fmt: skip
 
     @property
@@ -88,6 +99,34 @@ def _number(node: Node, name: str, default: int | None, low: int, high: int, wha
             f"context '{name}' must be between {low} and {high} ({what}), got {value}: -c {name}=N"
         )
     return value
+
+
+def _python(raw: Any) -> str:
+    if raw is None or raw == "":
+        if HERE not in PYTHONS:
+            raise SettingsError(
+                f"the workers run the Python that runs cdk ({HERE}) unless -c python=X.Y says otherwise, "
+                f"and Lambda's runtimes for them are {', '.join(PYTHONS)}: pass -c python=3.12"
+            )
+        return HERE
+    text = str(raw).removeprefix("python")
+    if text not in PYTHONS:
+        raise SettingsError(
+            f"context 'python' must be one of {', '.join(PYTHONS)} (the workers' runtime), got {raw!r}"
+        )
+    return text
+
+
+def _requirements(raw: Any) -> Path | None:
+    if raw is None or raw == "":
+        return None
+    path = (ROOT / str(raw)).resolve()
+    if not path.is_file():
+        raise SettingsError(
+            f"context 'requirements' names {raw!r}, which is not a file (a pip requirements file, relative "
+            "to the checkout)"
+        )
+    return path
 
 
 def _regions(raw: Any) -> tuple[str, ...]:

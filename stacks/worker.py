@@ -11,6 +11,7 @@ from constructs import Construct
 
 from .bundling import HANDLER_PACKAGE, binaries_folder, bundling_options, check_binaries
 from .nag import acknowledge, acknowledge_wildcards
+from .packages import Packages
 from .settings import Settings
 from .storage import grant_job_data
 
@@ -50,12 +51,19 @@ class Worker(Construct):
             bundling=bundling_options(settings.arch, binaries),
         )
         names = settings.function_names()
+        runtime = lambda_.Runtime(f"python{settings.python}", lambda_.RuntimeFamily.PYTHON)
+        self.packages = None
+        if settings.requirements is not None:  # mu.map's third-party packages, as a layer
+            self.packages = Packages(
+                self, "Packages", requirements=settings.requirements, runtime=runtime, python=settings.python,
+                arch=settings.arch, architecture=ARCHITECTURES[settings.arch],
+            )  # fmt: skip
         self.functions = [
             lambda_.Function(
                 self,
                 f"Function{i}",
                 function_name=name,
-                runtime=lambda_.Runtime.PYTHON_3_12,
+                runtime=runtime,  # the deploying Python's unless -c python=X.Y (mu.map's pickles need it)
                 architecture=ARCHITECTURES[settings.arch],  # what the bundled binaries are built for
                 handler=HANDLER,
                 code=code,
@@ -65,6 +73,7 @@ class Worker(Construct):
                 ephemeral_storage_size=Size.mebibytes(settings.ephemeral),
                 reserved_concurrent_executions=settings.reserved,
                 log_group=self.log_group,
+                layers=[self.packages.layer] if self.packages is not None else None,
                 environment={"MU_BIN_DIR": "/var/task/bin"},
                 description=f"mu worker (copy {i + 1} of {settings.copies})",
             )
@@ -79,7 +88,7 @@ class Worker(Construct):
                 retry_attempts=0, max_event_age=Duration.seconds(settings.connect_timeout)
             )
         self._order_after_policy()
-        self._acknowledge(bucket)
+        self._acknowledge(bucket, settings.python)
 
     def _order_after_policy(self) -> None:
         """CDK makes each function DependsOn the role, which its Role: GetAtt already implies
@@ -89,7 +98,7 @@ class Worker(Construct):
             cfn = fn.node.default_child
             cfn.add_override("DependsOn", [Stack.of(self).get_logical_id(policy)])  # type: ignore[union-attr, arg-type]
 
-    def _acknowledge(self, bucket: s3.IBucket) -> None:
+    def _acknowledge(self, bucket: s3.IBucket, python: str) -> None:
         acknowledge_wildcards(
             self.role,
             "Workers read and write objects whose keys each job chooses at run time; the grant covers "
@@ -100,6 +109,7 @@ class Worker(Construct):
             acknowledge(
                 fn,
                 "AwsSolutions-L1",
-                "The worker runs on Python 3.12 by design; the handler uses the standard library and "
-                "boto3 only and is tested on 3.11 and later.",
+                f"The worker runs on Python {python}, the runtime chosen with -c python (by default "
+                "the deploying Python's, so mu.map's functions pickle for it); the handler is tested on 3.11 "
+                "and later.",
             )

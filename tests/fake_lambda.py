@@ -1,6 +1,6 @@
 """A local HTTPS endpoint that speaks the Lambda API the launcher uses.
 
-Invoke (asynchronous), GetAccountSettings and GetFunctionConcurrency. It checks every
+Invoke (asynchronous), GetAccountSettings, GetFunctionConcurrency, GetFunctionConfiguration. It checks every
 request's SigV4 signature by recomputing it with botocore, records the invocations, answers
 as a script says, reports the concurrency it is told to, and can run each accepted event as a
 real local worker.
@@ -52,6 +52,7 @@ class FakeLambda:
     missing: set[tuple[str, str]] = field(default_factory=set)  # (function, region) that do not exist
     deny_settings: bool = False  # answer GetAccountSettings with AccessDeniedException
     settings_reads: list[tuple[str, str]] = field(default_factory=list)  # (operation, region)
+    runtime: str = f"python{sys.version_info[0]}.{sys.version_info[1]}"  # what GetFunctionConfiguration says
 
     async def __aenter__(self) -> FakeLambda:
         self.server = await asyncio.start_server(
@@ -147,6 +148,11 @@ class FakeLambda:
             }
             doc = {"AccountLimit": account, "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 0}}
             return 200, json.dumps(doc).encode()
+        m = re.fullmatch(r"/2015-03-31/functions/([^/]+)/configuration", path)
+        if m:
+            self.settings_reads.append(("GetFunctionConfiguration", region))
+            answer = {"FunctionName": unquote(m.group(1)), "Runtime": self.runtime, "MemorySize": 3008}
+            return 200, json.dumps(answer).encode()
         m = re.fullmatch(r"/2019-09-30/functions/([^/]+)/concurrency", path)
         if not m:
             return 404, b""

@@ -162,6 +162,18 @@ class LambdaLauncher(Launcher):
                 f"unreserved" + (f"; reserved: {', '.join(reserved)}" if reserved else "")
             )
 
+    def configuration(self) -> dict[str, Any]:
+        """The first worker function's configuration (``Runtime``, ``MemorySize`` ...); empty when
+        it cannot be read (a warning says why). mu.map pickles for the Python it names."""
+        target = self.targets[0]
+        try:
+            config = self._clients[target.region].get_function_configuration(FunctionName=target.function)
+        except Exception as exc:
+            where = f"reading the configuration of {target.function} in {target.region}"
+            self._say(f"warning: {explain(exc, where)}")
+            return {}
+        return dict(config)
+
     def _say(self, text: str) -> None:
         if self.status is not None:
             self.status.event(text)

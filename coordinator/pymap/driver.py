@@ -63,12 +63,14 @@ class Driver:
         finish: Callable[[Outcome, bytes | None, BaseException | None], None],
         fetch: Callable[[str], Awaitable[bytes]],
         event: Callable[[str], None],
+        state: Callable[[int, str], None],
     ) -> None:
         self.scheduler = scheduler
         self.python = python  # the version the calls were prepared for
         self.finish = finish  # the executor turns an outcome (and its payload's bytes) into a result
         self.fetch = fetch  # bytes of a key in the job's bucket
         self.event = event
+        self.state = state  # the progress display's per-worker line
         self.workers: dict[int, WorkerRecordView] = {}
         self.refused: list[str] = []  # why workers were turned away (another Python, an old worker)
         self.quitting: set[int] = set()
@@ -143,6 +145,7 @@ class Driver:
         wid = next(self._ids)
         view = WorkerRecordView(wid, writer, python, time.monotonic())
         self.workers[wid] = view
+        self.state(record.actor, "running Python calls")
         why = "the worker closed its connection"
         try:
             self.apply(self.scheduler.worker_ready(wid))
@@ -277,6 +280,7 @@ class Driver:
                 "worker": c.worker,
                 "attempts": c.attempts,
                 "failures": c.failures,
+                "outcome": c.outcome,
             }
             for index, c in sorted(self.scheduler.calls.items())
         ]

@@ -158,9 +158,11 @@ class Executor:
         self._keys: list[str] = []  # objects this executor put in the bucket
         self._engine: _Engine | None = None
         self._python: str | None = None
+        self.worker_memory: int | None = None  # MB of the Lambda workers, for the cost estimate
         self._shut = False
         self.result: Any = None  # the server's JobResult once shut down
         self.timing: dict[str, Any] | None = None  # the timing log's document once shut down
+        self.worker_logs: str | None = None  # where the local workers' logs were kept, if they were
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -205,6 +207,7 @@ class Executor:
         if self._engine is not None:
             self._engine.stop(wait)
             self.result, self.timing = self._engine.result, self._engine.timing
+            self.worker_logs = self._engine.worker_logs
         self._remove_objects()
 
     def __enter__(self) -> Executor:
@@ -224,7 +227,7 @@ class Executor:
             else:
                 from .aws import worker_runtime
 
-                self._python = worker_runtime(self.options)
+                self._python, self.worker_memory = worker_runtime(self.options)
         return self._python
 
     def _prepare(self, fn: Callable[..., Any]) -> Prepared:
@@ -378,6 +381,9 @@ class _Engine:
         self.timing: dict[str, Any] | None = None
         self.sent: set[str] = set()
         self.status: Any = None
+        self.launcher: Any = None
+        self.worker_logs: str | None = None
+        self.failures = 0  # calls that ended without a result or an exception of their own
 
     def start(self) -> None:
         self.thread.start()
@@ -390,7 +396,7 @@ class _Engine:
             if prepared.hash not in self.sent:
                 self.sent.add(prepared.hash)
                 self.driver.scheduler.add_function(prepared.hash, prepared.mode, self._package(prepared))
-            self.status.workers += len(specs)  # the progress display counts calls
+            self.status.add_total(len(specs))  # the progress display counts calls
             self.driver.submit(specs)
 
         self.loop.call_soon_threadsafe(go)
@@ -442,7 +448,7 @@ class _Engine:
         from .job import build
 
         self.stopping = asyncio.Event()
-        job, run, self.status = build(self.executor, self._finish, self.stopping)
+        job, run, self.status, self.launcher = build(self.executor, self._finish, self.stopping)
         self.driver = job.driver
         self.ready.set()
         try:
@@ -455,6 +461,18 @@ class _Engine:
             self.timing = getattr(self.result, "timing", None) or (
                 self.driver.coordinator.timing_document() if self.driver.coordinator is not None else None
             )
+            self._settle_logs()
+
+    def _settle_logs(self) -> None:
+        """Local workers' logs are kept when something went wrong (a failed call or worker)."""
+        settle = getattr(self.launcher, "settle_logs", None)
+        if settle is None:
+            return
+        trouble = self.failures or bool(self.driver.refused) or not getattr(self.result, "ok", True)
+        kept = settle(trouble)
+        if kept is not None:
+            self.worker_logs = str(kept)
+            self.status.event(f"worker logs: {kept}")
 
     def _no_worker_left(self) -> str:
         reasons = list(dict.fromkeys(self.driver.refused))
@@ -465,6 +483,8 @@ class _Engine:
 
     def _finish(self, outcome: Any, data: bytes | None, problem: BaseException | None) -> None:
         failed = self.executor._finish(outcome, data, problem)
+        if outcome.what in ("failed", "unloadable") or problem is not None:
+            self.failures += 1  # not the function's own exception: the workers' logs may say why
         if failed:
             self.status.failed += 1
         else:

@@ -8,7 +8,6 @@ as ``mu run``, with the driver in place of a walk over mu's states.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -30,14 +29,14 @@ Finish = Callable[[Any, bytes | None, BaseException | None], None]
 
 def build(
     executor: Executor, finish: Finish, stopping: asyncio.Event
-) -> tuple[Job, Coroutine[Any, Any, Any], Status]:
+) -> tuple[Job, Coroutine[Any, Any, Any], Status, Launcher]:
     """The job and the coroutine that runs it until ``stopping`` is set and the calls are done."""
     from .executor import status_stream
 
     opts = executor.options
     job_id = executor._job_id()
     stream, tty = status_stream(opts.progress)
-    status = Status(opts.name, 0, stream=stream, tty=tty)
+    status = Status(opts.name, 0, stream=stream, tty=tty, unit="calls")
     scheduler = Scheduler(
         window=opts.window or 2 * opts.slots, retries=opts.retries, speculate=opts.speculate
     )
@@ -51,7 +50,7 @@ def build(
 
         return await asyncio.to_thread(get)
 
-    driver = Driver(scheduler, executor._worker_python(), finish, fetch, status.event)
+    driver = Driver(scheduler, executor._worker_python(), finish, fetch, status.event, status.state)
     pymap = {"slots": opts.slots, "inline_limit": opts.inline_limit, "prefix": executor._prefix()}
     if opts.memory is not None:
         pymap["memory_mb"] = opts.memory
@@ -78,6 +77,13 @@ def build(
         timing_log=opts.timing_log,
         timing_s3=opts.timing_s3,
         spares=opts.spares,
+        meta={
+            "job_id": job_id,
+            "backend": opts.backend,
+            "spares": opts.spares,
+            "log_dir": opts.log_dir,
+            "lambda_memory_mb": executor.worker_memory,
+        },
     )
 
     async def run() -> Any:
@@ -91,7 +97,7 @@ def build(
         stop_task.cancel()
         return await job_task
 
-    return job, run(), status
+    return job, run(), status, launcher
 
 
 def make_launcher(executor: Executor, status: Status, workers: int) -> Launcher:
@@ -101,7 +107,6 @@ def make_launcher(executor: Executor, status: Status, workers: int) -> Launcher:
 
         return lambda_launcher(opts, status, workers)
     from coordinator.launch.local import LocalLauncher
+    from coordinator.launch.sandbox import NoSandbox
 
-    return LocalLauncher(
-        opts.log_dir or tempfile.mkdtemp(prefix=f"mu-{executor._job_id()}-"), concurrency=opts.concurrency
-    )
+    return LocalLauncher(opts.log_dir, opts.concurrency, isolation=None if opts.sandbox else NoSandbox())

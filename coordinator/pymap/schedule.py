@@ -80,6 +80,7 @@ class CallState:
     finished: float | None = None
     worker: int | None = None  # the worker whose attempt decided it
     last_failure: str = ""
+    outcome: str = ""  # "result", "raised", "failed", "unloadable"; "cancelled" by the caller
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Scheduler:
         if index in self.queue:
             self.queue.remove(index)
         call.done = True
+        call.outcome = "cancelled"
         call.finished = self.clock()
         self.unresolved -= 1
         self.groups[call.spec.group].done += 1
@@ -227,6 +229,7 @@ class Scheduler:
     def _resolve(self, index: int, outcome: Outcome) -> list[Action]:
         call = self.calls[index]
         call.done = True
+        call.outcome = outcome.what
         call.finished = self.clock()
         self.unresolved -= 1
         group = self.groups[call.spec.group]

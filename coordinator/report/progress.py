@@ -38,7 +38,7 @@ class _Display(Progress):
             TextColumn("[bold]mu {task.description}"),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("actors finished, {task.fields[rate]}"),
+            TextColumn(f"{status.unit} finished, {{task.fields[rate]}}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -56,9 +56,13 @@ class Status:
     ``event(text)``, ``state(actor, state)``, and the counters ``connected``, ``done``,
     ``failed`` and ``states`` (actor -> the human name of its current state)."""
 
-    def __init__(self, job: str, workers: int, stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(
+        self, job: str, workers: int, stream: TextIO | None = None, tty: bool | None = None,
+        unit: str = "actors",
+    ) -> None:  # fmt: skip
         self.job = job
-        self.workers = workers
+        self.workers = workers  # the bar's total: actors, or mu.map's calls (``unit``)
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.tty = _isatty(self.stream) if tty is None else tty
         self.started = time.monotonic()
@@ -92,6 +96,12 @@ class Status:
         """Actor ``actor`` is now in ``state`` (a state object, or already a name)."""
         self.states[actor] = state if isinstance(state, str) else human_name(state)
         self.sync()
+
+    def add_total(self, more: int) -> None:
+        """More work to count (mu.map's calls arrive while the job runs)."""
+        self.workers += more
+        if self._display is not None and self._task is not None:
+            self._display.update(self._task, total=self.workers)
 
     def draw(self, force: bool = False) -> None:
         """Redraw now (the display also redraws itself four times a second)."""

@@ -125,10 +125,38 @@ def cost_table(a: Analysis) -> RenderableType:
     return t
 
 
+def calls_table(a: Analysis) -> RenderableType:
+    """mu.map's calls (``calls`` in the log): how they ended and how long each step took."""
+    calls = a.doc.get("calls") or []
+    ends: dict[str, int] = {}
+    for c in calls:
+        ends[c.get("outcome") or "unfinished"] = ends.get(c.get("outcome") or "unfinished", 0) + 1
+    retried = sum(1 for c in calls if c.get("attempts", 0) > 1)
+    said = ", ".join(f"{n} {what}" for what, n in sorted(ends.items()))
+    t = Table(
+        title=f"Python calls: {len(calls)} ({said}); {retried} ran more than once",
+        title_justify="left",
+        caption="queued: submitted -> first attempt sent to a worker; latency: submitted -> outcome",
+        caption_justify="left",
+    )
+    for col in ("", "count", "p50", "p95", "max"):
+        t.add_column(col, justify="left" if not col else "right")
+
+    def spread(start: str, end: str) -> Spread | None:
+        values = [c[end] - c[start] for c in calls if c.get(start) is not None and c.get(end) is not None]
+        return Spread.of(values) if values else None
+
+    _spread_row(t, "queued", spread("submitted", "started"))
+    _spread_row(t, "running (first attempt sent -> outcome)", spread("started", "finished"))
+    _spread_row(t, "latency", spread("submitted", "finished"))
+    return t
+
+
 def report(a: Analysis) -> Group:
     blank = Text("")
+    calls = [calls_table(a), blank] if a.doc.get("calls") is not None else []
     return Group(
-        header(a), blank, timing_table(a), blank, state_table(a), blank, straggler_table(a), blank,
+        header(a), blank, timing_table(a), blank, *calls, state_table(a), blank, straggler_table(a), blank,
         failure_table(a), blank, outputs_text(a), blank, cost_table(a),
     )  # fmt: skip
 

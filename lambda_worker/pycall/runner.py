@@ -21,6 +21,7 @@ is imported when a function needs it (it is the function's pickle that names it)
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import pickle
@@ -222,6 +223,8 @@ class Runner:
                 fn = pickle.load(f)
             if not callable(fn):
                 raise TypeError(f"the function package holds a {type(fn).__name__}, not a callable")
+            if mode == "cloudpickle":
+                import cloudpickle  # noqa: F401 - here, once, rather than in every call's process
         except BaseException as exc:  # an import may raise anything, SystemExit included
             trace = "".join(traceback.format_exception(exc)).rstrip()
             print(f"mu call runner: cannot load function {fn_hash}\n{trace}", file=sys.stderr)
@@ -230,6 +233,7 @@ class Runner:
             )
             return
         self.functions[fn_hash] = Function(fn, mode)
+        gc.freeze()  # what is loaded now stays untouched by the calls' collections: fewer copied pages
         self._send(f"defined:{fn_hash}".encode())
 
     # -- calls ----------------------------------------------------------------------------------

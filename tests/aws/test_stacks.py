@@ -38,6 +38,7 @@ CONTEXT = {
     "reserved": 5,
     "connect_timeout": 240,
     "port": 14000,
+    "python": "3.12",  # the workers' runtime; by default the deploying Python's (test_packages.py)
 }
 NAMES = ["MuTest-worker-0", "MuTest-worker-1"]
 WORKER = {"Properties": {"Handler": "lambda_worker.handler.lambda_handler"}}
@@ -324,6 +325,10 @@ def test_lambda_asset_holds_the_handler_and_a_static_png2y4m(synthesized, templa
     key = fn["Properties"]["Code"]["S3Key"]
     asset = synthesized[1] / f"asset.{key.split('.')[0]}"
     assert (asset / "lambda_worker" / "handler.py").is_file()
+    assert (asset / "lambda_worker" / "pycall" / "runner.py").is_file()
+    # mu.map's pickles name cloudpickle: the pinned version goes with the worker, licence included
+    assert (asset / "cloudpickle" / "cloudpickle.py").is_file()
+    assert (asset / "cloudpickle" / "LICENSE").is_file()
     info = read(asset / "bin" / "png2y4m")
     assert info.static and info.machine == "x86_64"
     assert not list(asset.rglob("__pycache__"))

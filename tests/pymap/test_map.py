@@ -20,12 +20,20 @@ def bucket(s3):
     return name
 
 
-def executor(s3, bucket, **kw):
-    return mu.Executor(kw.pop("workers", 2), bucket=bucket, s3_endpoint=s3.endpoint, **kw)
+@pytest.fixture
+def executor(s3, bucket, tmp_path):
+    """An executor on the test's bucket; its workers' logs (kept when a call fails) in tmp_path."""
+
+    def make(**kw):
+        return mu.Executor(
+            kw.pop("workers", 2), bucket=bucket, s3_endpoint=s3.endpoint, log_dir=str(tmp_path), **kw
+        )
+
+    return make
 
 
-def test_results_come_back_in_item_order_for_scalars_tuples_and_dicts(s3, bucket):
-    with executor(s3, bucket) as ex:
+def test_results_come_back_in_item_order_for_scalars_tuples_and_dicts(executor):
+    with executor() as ex:
         assert ex.map(funcs.square, range(40)).results() == [i * i for i in range(40)]
         assert ex.map(funcs.add, [(1, 2), (3,), {"a": 1, "c": 5}]).results() == [3, 3, 6]
         assert ex.map(funcs.length, [(1, 2)], star=False).results() == [2]
@@ -36,14 +44,14 @@ def test_results_come_back_in_item_order_for_scalars_tuples_and_dicts(s3, bucket
         assert len(done) == 10 and not not_done
 
 
-def test_lambdas_closures_and_main_functions_go_by_value(s3, bucket):
+def test_lambdas_closures_and_main_functions_go_by_value(executor):
     offset = 7
-    with executor(s3, bucket) as ex:
+    with executor() as ex:
         assert ex.map(lambda x: x + offset, [1, 2]).results() == [8, 9]
 
 
-def test_an_exception_comes_back_as_itself_with_the_remote_traceback(s3, bucket):
-    with executor(s3, bucket) as ex:
+def test_an_exception_comes_back_as_itself_with_the_remote_traceback(executor):
+    with executor() as ex:
         futures = ex.map(funcs.oops, range(5))
         with pytest.raises(funcs.OopsError, match="item 3 is bad") as info:
             futures.results()
@@ -57,16 +65,16 @@ def test_an_exception_comes_back_as_itself_with_the_remote_traceback(s3, bucket)
         assert [f.result() for f in futures if f is not futures[3]] == [0, 1, 2, 4]
 
 
-def test_an_exception_that_does_not_pickle_comes_back_as_remote_error(s3, bucket):
-    with executor(s3, bucket) as ex, pytest.raises(mu.RemoteError) as info:
+def test_an_exception_that_does_not_pickle_comes_back_as_remote_error(executor):
+    with executor() as ex, pytest.raises(mu.RemoteError) as info:
         ex.call_async(funcs.unpicklable, 4).result(timeout=60)
     err = info.value
     assert err.type_name == "tests.pymap.funcs.UnpicklableError" and err.message == "no pickle for 4"
     assert "in unpicklable" in err.traceback and "in unpicklable" in err.__cause__.tb
 
 
-def test_exit_memory_and_timeout_are_reported_for_their_item_only(s3, bucket):
-    with executor(s3, bucket, memory=200, timeout=3) as ex:
+def test_exit_memory_and_timeout_are_reported_for_their_item_only(executor):
+    with executor(memory=200, timeout=3) as ex:
         futures = ex.map(funcs.misbehave, range(6))
         assert [futures[i].result(timeout=60) for i in (0, 4, 5)] == [0, 40, 50]
         errors = [futures[i].exception(timeout=60) for i in (1, 2, 3)]
@@ -76,10 +84,10 @@ def test_exit_memory_and_timeout_are_reported_for_their_item_only(s3, bucket):
     assert isinstance(errors[2], mu.CallTimeoutError) and "timeout of 3 s" in str(errors[2])
 
 
-def test_a_worker_killed_mid_call_with_retries_1_still_yields_every_result_exactly_once(s3, bucket):
+def test_a_worker_killed_mid_call_with_retries_1_still_yields_every_result_exactly_once(executor, s3, bucket):
     marker = f"marks-{uuid.uuid4().hex[:8]}"
     items = [(marker, s3.endpoint, bucket, x) for x in range(12)]
-    with executor(s3, bucket, retries=1) as ex:
+    with executor(retries=1) as ex:
         futures = ex.map(funcs.kill_my_worker_once, items)
         assert futures.results(timeout=120) == [x * 100 for x in range(12)]
         calls = ex._engine.driver.scheduler.calls
@@ -87,31 +95,32 @@ def test_a_worker_killed_mid_call_with_retries_1_still_yields_every_result_exact
         # item 5 and whatever else was on its worker failed once and succeeded on the retry
         assert calls[5] in lost and all(c.attempts == 2 and c.failures == 1 for c in lost)
         assert all(c.attempts == 1 for c in calls.values() if not c.failures)
+    assert ex._engine.failed is None, repr(ex._engine.failed)
     assert ex.result.relaunched == 1  # the killed worker was replaced
 
 
-def test_large_arguments_and_results_go_through_the_bucket_and_are_removed(s3, bucket):
-    with executor(s3, bucket, inline_limit=64 * 1024) as ex:
+def test_large_arguments_and_results_go_through_the_bucket_and_are_removed(executor, s3, bucket):
+    with executor(inline_limit=64 * 1024) as ex:
         big = ex.map(funcs.blob, [1 << 20, 100]).results()
         assert big == [funcs.blob(1 << 20), funcs.blob(100)]
         assert ex.map(funcs.length, [b"x" * (300 << 10)], star=False).results() == [300 << 10]
     assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
-def test_a_project_module_imported_only_inside_the_call_ships_with_the_function(s3, bucket):
-    with executor(s3, bucket) as ex:
+def test_a_project_module_imported_only_inside_the_call_ships_with_the_function(executor):
+    with executor() as ex:
         assert ex.map(funcs.uses_helper, [1]).results() == ["1!"]
         assert ex.map(funcs.mu_is_importable, [2]).results() == ["mu:2"]
 
 
-def test_a_missing_package_names_itself_and_how_to_add_it(s3, bucket):
-    with executor(s3, bucket) as ex, pytest.raises(ModuleNotFoundError) as info:
+def test_a_missing_package_names_itself_and_how_to_add_it(executor):
+    with executor() as ex, pytest.raises(ModuleNotFoundError) as info:
         ex.call_async(funcs.needs_missing_package, 1).result(timeout=60)
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "mu_surely_not_installed_pkg" in notes and "-c requirements=" in notes
 
 
-def test_a_function_whose_module_the_workers_lack_fails_each_call_with_how_to_add_it(s3, bucket, tmp_path):
+def test_a_function_whose_module_the_workers_lack_fails_each_call_with_how_to_add_it(executor, tmp_path):
     installed = tmp_path / "site-packages"  # stands for a package installed here but not on workers
     installed.mkdir()
     (installed / "only_here_pkg.py").write_text("def double(x):\n    return 2 * x\n")
@@ -119,7 +128,7 @@ def test_a_function_whose_module_the_workers_lack_fails_each_call_with_how_to_ad
     try:
         import only_here_pkg
 
-        with executor(s3, bucket) as ex:
+        with executor() as ex:
             futures = ex.map(only_here_pkg.double, [1, 2])
             errors = [f.exception(timeout=60) for f in futures]
     finally:
@@ -140,17 +149,17 @@ def test_a_version_mismatch_is_refused_before_anything_launches():
     ex.shutdown()
 
 
-def test_a_worker_reporting_another_python_is_refused_and_the_calls_say_why(s3, bucket):
+def test_a_worker_reporting_another_python_is_refused_and_the_calls_say_why(executor):
     # The function goes by reference (allowed across versions); the workers then report this
     # interpreter's version, not the 3.12 the calls were prepared for.
-    with executor(s3, bucket, python="3.12", connect_timeout=20) as ex:
+    with executor(python="3.12", connect_timeout=20) as ex:
         err = ex.call_async(funcs.square, 3).exception(timeout=60)
     assert isinstance(err, mu.CallError) and err.kind == "worker"
     assert "runs Python 3." in str(err) and "prepared for Python 3.12" in str(err)
 
 
-def test_a_cancelled_future_does_not_run_and_the_rest_finish(s3, bucket):
-    with executor(s3, bucket, workers=1, window=1) as ex:
+def test_a_cancelled_future_does_not_run_and_the_rest_finish(executor):
+    with executor(workers=1, window=1) as ex:
         futures = ex.map(funcs.misbehave, [3, 4, 5], timeout=30)
         assert futures[1].cancel()
         assert futures[0].cancel() or True  # running: stopped on its worker
