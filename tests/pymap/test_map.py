@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import sys
-import textwrap
 import uuid
 
 import pytest
@@ -171,24 +170,21 @@ def test_mu_map_alone_stops_its_workers_when_done():
     assert futures.results(timeout=60) == [1, 4, 9]
 
 
-def test_a_script_defining_its_function_in_main_runs_in_one_command(tmp_path):
+def test_the_readme_example_runs_in_one_command_and_prints_what_it_says():
+    """The "Python functions" example: a script on stdin, its function defined in __main__."""
+    import re
     import subprocess
 
-    script = tmp_path / "squares.py"
-    script.write_text(
-        textwrap.dedent("""
-        import mu
+    from tests.conftest import ROOT
 
-        def square(x):
-            return x * x
-
-        if __name__ == "__main__":
-            print(mu.map(square, range(5), workers=2).results())
-    """)
-    )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python functions") :]
+    command = re.search(r"```sh\n(.*?)\n```", section, re.S).group(1)
+    script = re.search(r"<<'PY'\n(.*?)\nPY", command, re.S).group(1)
+    promised = re.search(r"prints `(.*?)`", section).group(1)
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[0, 1, 4, 9, 16]"
+    assert out.stdout.strip() == promised
 
 
 def test_as_completed_is_the_standard_librarys():
