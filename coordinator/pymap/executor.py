@@ -152,7 +152,8 @@ class Executor:
         self._lock = threading.Lock()
         self._indices = itertools.count()
         self._groups = itertools.count()
-        self._prepared: dict[int, Prepared] = {}  # by id(fn), so each function is pickled once
+        # Each function is pickled once: by id, holding the function so that its id stays its own.
+        self._prepared: dict[int, tuple[Callable[..., Any], Prepared]] = {}
         self._futures: dict[int, Future] = {}
         self._items: dict[int, int] = {}  # call index -> its position in its map
         self._keys: list[str] = []  # objects this executor put in the bucket
@@ -233,10 +234,12 @@ class Executor:
     def _prepare(self, fn: Callable[..., Any]) -> Prepared:
         if self._shut:
             raise RuntimeError("this executor has been shut down; make a new one")
-        prepared = self._prepared.get(id(fn))
-        if prepared is None:
+        known = self._prepared.get(id(fn))
+        if known is not None and known[0] is fn:
+            prepared = known[1]
+        else:
             prepared = prepare(fn, self._worker_python())  # VersionMismatchError before anything starts
-            self._prepared[id(fn)] = prepared
+            self._prepared[id(fn)] = (fn, prepared)
         return prepared
 
     def _submit(
