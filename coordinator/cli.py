@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import cProfile
 import datetime as dt
-import importlib
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from coordinator import import_mu
 from coordinator.aws import options as aws_options
 from coordinator.aws.discover import DiscoveryError, task_public_address
 from coordinator.aws.session import AwsError
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     map_job.add_arguments(mp)
     add_server_arguments(mp)
-    pymap_cli = importlib.import_module("mu.cli")
+    pymap_cli = import_mu("cli")
     pp = sub.add_parser(
         "pymap", help="call a Python function once per item of a JSON-lines file, on the workers",
         description=pymap_cli.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(parser, args, map_job)
     if args.subcommand == "pymap":
         pp = subparser(parser, "pymap")
-        return int(importlib.import_module("mu.cli").run(pp, args, lambda job_id: job_keys(pp, args, job_id)))
+        return int(import_mu("cli").run(pp, args, lambda job_id: job_keys(pp, args, job_id)))
     return cmd_run(parser, args, job_modules()[args.job])
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 
@@ -24,6 +26,22 @@ def test_the_package_cannot_be_imported_a_second_time_under_its_folders_name():
         [sys.executable, "-c", "import coordinator.pymap"], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 1 and "import this package as 'mu'" in proc.stderr
+
+
+def test_a_checkout_that_was_not_installed_runs_mu_pymap(tmp_path):
+    """``PYTHONPATH=checkout`` without the install's name mapping (``-S``: no .pth files), as a
+    container running the checkout as it is: ``import mu`` is made from coordinator/pymap/."""
+    site = sysconfig.get_paths()["purelib"]  # the packages, but not the editable install's finder
+    items = tmp_path / "items.jsonl"
+    items.write_text("3\n")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{site}"}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "coordinator", "pymap", "tests.pymap.funcs:square",
+         "--items", str(items), "-n", "1", "-t", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '{"item": 0, "result": 9}'
 
 
 def test_importing_mu_loads_no_coordinator_code():
