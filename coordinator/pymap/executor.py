@@ -161,6 +161,7 @@ class Executor:
         self._python: str | None = None
         self.worker_memory: int | None = None  # MB of the Lambda workers, for the cost estimate
         self._shut = False
+        self._stopped = threading.Event()  # set once shutdown has finished
         self.result: Any = None  # the server's JobResult once shut down
         self.timing: dict[str, Any] | None = None  # the timing log's document once shut down
         self.worker_logs: str | None = None  # where the local workers' logs were kept, if they were
@@ -199,17 +200,22 @@ class Executor:
         """Stop the workers. ``wait``: first let every submitted call finish (as
         ``concurrent.futures``); ``cancel_futures``: cancel the calls not yet done."""
         with self._lock:
-            if self._shut:
-                return
+            first = not self._shut
             self._shut = True
-        if cancel_futures:
-            for future in list(self._futures.values()):
-                future.cancel()
-        if self._engine is not None:
-            self._engine.stop(wait)
-            self.result, self.timing = self._engine.result, self._engine.timing
-            self.worker_logs = self._engine.worker_logs
-        self._remove_objects()
+        if not first:  # another thread is stopping it (mu.map's own stop): its end is ours
+            self._stopped.wait()
+            return
+        try:
+            if cancel_futures:
+                for future in list(self._futures.values()):
+                    future.cancel()
+            if self._engine is not None:
+                self._engine.stop(wait)
+                self.result, self.timing = self._engine.result, self._engine.timing
+                self.worker_logs = self._engine.worker_logs
+            self._remove_objects()
+        finally:
+            self._stopped.set()
 
     def __enter__(self) -> Executor:
         return self

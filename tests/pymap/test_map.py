@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import sys
 import uuid
 
@@ -170,8 +171,9 @@ def test_mu_map_alone_stops_its_workers_when_done():
     assert futures.results(timeout=60) == [1, 4, 9]
 
 
-def test_the_readme_example_runs_in_one_command_and_prints_what_it_says():
-    """The "Python functions" example: a script on stdin, its function defined in __main__."""
+def test_the_readme_example_runs_in_one_command_and_prints_what_it_says(tmp_path):
+    """The "Python functions" example: a script on stdin, its function defined in __main__. The
+    script ends right after its results: its workers' logs do not outlive it."""
     import re
     import subprocess
 
@@ -182,9 +184,13 @@ def test_the_readme_example_runs_in_one_command_and_prints_what_it_says():
     command = re.search(r"```sh\n(.*?)\n```", section, re.S).group(1)
     script = re.search(r"<<'PY'\n(.*?)\nPY", command, re.S).group(1)
     promised = re.search(r"prints `(.*?)`", section).group(1)
-    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == promised
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_as_completed_is_the_standard_librarys():
