@@ -12,7 +12,7 @@ import contextlib
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,24 +82,33 @@ class JobResult:
     final_states: dict[int, Any] = field(default_factory=dict)
     interrupted: signal.Signals | None = None  # the signal that stopped the job early
     timing: dict[str, Any] | None = None  # the timing log's document (coordinator.report.timing)
+    timing_places: list[str] = field(default_factory=list)  # where that log was written
+    fault: str | None = None  # an exception in the coordinator that no actor answered for
+
+    @property
+    def fault_note(self) -> list[str]:
+        if self.fault is None:
+            return []
+        return [f"coordinator fault (no actor's outcome depended on it): {self.fault}"]
 
     def describe(self) -> str:
         """The end-of-job report. An interrupted job has had its one line already (see
         ``Coordinator.interrupt``); only failures from before the interrupt are added."""
         if self.interrupted is not None:
             if not self.failures:
-                return ""
+                return "\n".join(self.fault_note)
             lines = [f"before the interrupt, {len(self.failures)} of {self.workers} workers failed:"]
-            return "\n".join(lines + [f"  {who}: {why}" for who, why in sorted(self.failures.items())])
+            lines += [f"  {who}: {why}" for who, why in sorted(self.failures.items())]
+            return "\n".join(lines + self.fault_note)
         notes = [_count(self.relaunched, "worker") + " relaunched"] if self.relaunched else []
         notes += [_count(self.rejected, "connection") + " rejected"] if self.rejected else []
         extra = f" ({'; '.join(notes)})" if notes else ""
         if self.ok:
-            return f"all {self.workers} workers finished in {self.elapsed:.2f} s{extra}"
-        lines = [f"{len(self.failures)} of {self.workers} workers failed{extra}:"]
-
-        lines += [f"  {who}: {why}" for who, why in sorted(self.failures.items())]
-        return "\n".join(lines)
+            lines = [f"all {self.workers} workers finished in {self.elapsed:.2f} s{extra}"]
+        else:
+            lines = [f"{len(self.failures)} of {self.workers} workers failed{extra}:"]
+            lines += [f"  {who}: {why}" for who, why in sorted(self.failures.items())]
+        return "\n".join(lines + self.fault_note)
 
 
 def _count(n: int, noun: str) -> str:
@@ -151,7 +160,7 @@ class Coordinator:
             ssl_context,
             options.hello_timeout,
             options.max_pending or job.workers + options.spares + FLOOD_HEADROOM,
-            status.event,
+            self._event,
         )
         self._live = 0  # connections past OK:HELLO
         self._spares_seen = 0
@@ -166,6 +175,8 @@ class Coordinator:
         self.books = timing.ServerBooks()
         self.launcher: LaunchWatch | None = None
         self.document: dict[str, Any] | None = None
+        self.timing_places: list[str] = []  # where the timing log was written (deliver)
+        self.fault: str | None = None  # the first exception no worker could answer for (_fault)
         self.t0 = time.monotonic()
         self.t0_wall = time.time()  # mu's timestamps are wall-clock
         self.port = options.port
@@ -202,7 +213,7 @@ class Coordinator:
             if deadline is not None and now >= deadline:
                 self.deadline_passed = True
                 self.roster.give_up(self._ended_reason(f"job --deadline {self.opts.deadline:g} s passed"))
-                self.status.event(f"job --deadline {self.opts.deadline:g} s passed; stopping")
+                self._event(f"job --deadline {self.opts.deadline:g} s passed; stopping")
                 break
             self._apply(self.roster.tick(self._can_still_arrive(launcher, now)))
             self._changed.clear()
@@ -244,9 +255,7 @@ class Coordinator:
         undecided = [a for a in range(self.job.workers) if a not in self.roster.outcome]
         running = sum(1 for a in undecided if any(r.ended is None for r in self.playing.get(a, ())))
         done = self.job.workers - len(undecided)
-        self.status.event(
-            f"interrupted: {done} done, {running} running, {len(undecided) - running} not started"
-        )
+        self._event(f"interrupted: {done} done, {running} running, {len(undecided) - running} not started")
         self._cut_short = set(undecided)
         self.roster.give_up(self._ended_reason(why))
 
@@ -262,12 +271,20 @@ class Coordinator:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.status.close()
+        try:
+            self.status.close()
+        except Exception as exc:
+            self._fault("closing the progress display", exc)
         self.document = self.timing_document()
         if self.opts.timing_log or self.opts.timing_s3:
             # A log is a report, not the job: where it cannot go is a warning, never the exit status.
             s3 = s3_client_factory(self.job.region, self.job.s3_endpoint)
-            await asyncio.to_thread(deliver, self.document, self.opts.timing_log, self.opts.timing_s3, s3)
+            try:
+                self.timing_places = await asyncio.to_thread(
+                    deliver, self.document, self.opts.timing_log, self.opts.timing_s3, s3
+                )
+            except Exception as exc:
+                self._fault("writing the timing log", exc)
 
     def _label(self, actor: int) -> str:
         return self.job.actor_label(actor) if self.job.actor_label else ""
@@ -302,6 +319,8 @@ class Coordinator:
             final,
             self.interrupted,
             self.document,
+            self.timing_places,
+            self.fault,
         )
 
     def timing_document(self) -> dict[str, Any]:
@@ -322,7 +341,10 @@ class Coordinator:
             prices=self.opts.meta.get("prices"),
         )
         if self.job.driver is not None:
-            doc.update(self.job.driver.timing(self.t0))
+            try:
+                doc.update(self.job.driver.timing(self.t0))
+            except Exception as exc:
+                self._fault("adding the job driver's part of the timing log", exc)
         return doc
 
     def _apply(self, actions: list[Action]) -> None:
@@ -333,12 +355,15 @@ class Coordinator:
                         record.superseded = True
                         record.writer.write(encode(b"quit:"))
                         record.writer.close()
-                self.status.event(f"actor {action.actor}: first finisher wins; its duplicate is told to quit")
+                self._event(f"actor {action.actor}: first finisher wins; its duplicate is told to quit")
             elif isinstance(action, Relaunch):
                 kind = "a duplicate" if "speculative" in action.why else "a replacement"
-                self.status.event(f"actor {action.actor}: {action.why}; launching {kind}")
+                self._event(f"actor {action.actor}: {action.why}; launching {kind}")
                 if self.relaunch is not None:
-                    self.relaunch(action.actor)
+                    try:
+                        self.relaunch(action.actor)
+                    except Exception as exc:  # its vacancy then fails by --connect-timeout
+                        self._fault(f"launching {kind} for actor {action.actor}", exc)
         self._changed.set()
 
     # -- one connection ---------------------------------------------------------------------
@@ -355,8 +380,14 @@ class Coordinator:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
-        peer = f"{host}:{port}"
+        try:
+            await self._serve_connection(reader, writer)
+        except Exception as exc:  # before a worker was seated: TLS, hello, a spare; no actor to fail
+            self._fault(f"handling a connection from {_peer(writer)}", exc)
+            await self._close(writer)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
         decoder = Decoder(self.opts.max_frame)
         first = await self.gate.first_messages(reader, writer, decoder, peer)
         if first is not None and first[0] != b"OK:HELLO":
@@ -371,18 +402,33 @@ class Coordinator:
             if seat is None:
                 writer.write(encode(b"quit:"))  # a spare: every actor is taken
                 self._spares_seen += 1
-                self.status.event(f"spare worker from {peer} told to quit")
                 self._maybe_stop_listening()
+                self._event(f"spare worker from {peer} told to quit")
                 return
             record = self._admit(peer, writer, *seat)
-            if self.job.driver is not None:
-                await self._driven(record, reader, writer, decoder, first)
-            else:
-                await self._drive(record, reader, writer, decoder, first)
+            drive = self._driven if self.job.driver is not None else self._drive
+            await self._play(record, lambda: drive(record, reader, writer, decoder, first))
         finally:
             self._live -= 1
             await self._close(writer)
             self._changed.set()
+
+    async def _play(self, record: WorkerRecord, drive: Callable[[], Awaitable[None]]) -> None:
+        """A seated worker's whole life. Whatever goes wrong in it, the progress display, the
+        books, the job's own code or this module included, fails this worker and names the
+        exception: its actor is then retried or reported, and the job never waits on it."""
+        try:
+            self.status.connected += 1
+            what = "a duplicate of actor" if record.duplicate else "actor"
+            self.status.event(f"{what} {record.actor} connected from {record.peer}")
+            await drive()
+        except asyncio.CancelledError:
+            record.machine.fail("job ended")
+            raise
+        except Exception as exc:
+            record.machine.fail(f"{type(exc).__name__} in the coordinator: {exc}")
+        finally:
+            self._finish(record)
 
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:
@@ -400,15 +446,14 @@ class Coordinator:
             self._server.close()
 
     def _admit(self, peer: str, writer: asyncio.StreamWriter, actor: int, duplicate: bool) -> WorkerRecord:
+        """The books of a seated worker; nothing here calls out (``Machine`` contains a job's
+        exceptions), so a seat taken always has a record that ``_finish`` will end."""
         self._maybe_stop_listening()
         group = None if self.job.groups is None else self.job.groups.get(actor)
         machine = Machine(self.job.initial, actor, group, info=self.job.info)
         record = WorkerRecord(actor, peer, machine, writer, time.monotonic(), duplicate)
         self.records.append(record)
         self.playing.setdefault(actor, set()).add(record)
-        self.status.connected += 1
-        what = "a duplicate of actor" if duplicate else "actor"
-        self.status.event(f"{what} {actor} connected from {peer}")
         return record
 
     async def _drive(
@@ -448,11 +493,6 @@ class Coordinator:
             machine.fail(f"protocol error: {exc}")
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             machine.fail(f"connection lost: {exc}")
-        except asyncio.CancelledError:
-            machine.fail("job ended")
-            raise
-        finally:
-            self._finish(record)
 
     async def _driven(
         self,
@@ -465,13 +505,8 @@ class Coordinator:
         """The job's driver talks to the worker (mu.map); the roster's books are kept here."""
         try:
             await self.job.driver.drive(record, reader, writer, decoder, first)
-        except asyncio.CancelledError:
-            record.machine.fail("job ended")
-            raise
         except Exception as exc:  # a bug in a driver costs its worker, never the server
             record.machine.fail(f"{type(exc).__name__} in the job's driver: {exc}")
-        finally:
-            self._finish(record)
 
     def stand_down(self) -> None:
         """No more workers are needed: vacancies close and ``wait`` returns once the workers
@@ -486,7 +521,8 @@ class Coordinator:
 
     def _finish(self, record: WorkerRecord) -> None:
         """The worker's machine ended. Its connection is closed next, as mu closed an
-        ErrorState's socket (a worker sees the close and exits); no ``quit:`` is added."""
+        ErrorState's socket (a worker sees the close and exits); no ``quit:`` is added.
+        The outcome is booked before anything is shown, so a failing display cannot lose it."""
         machine = record.machine
         record.ended = time.monotonic()
         record.error = None if record.superseded else machine.error
@@ -494,12 +530,38 @@ class Coordinator:
         self.status.states.pop(record.actor, None)
         decided = record.actor in self.roster.outcome
         actions = self.roster.ended(record.actor, record.error)
-        if record.superseded or decided or self.job.driver is not None:  # a driver counts its own work
-            pass
-        elif record.error is None:
-            self.status.done += 1
-            self.status.event(f"actor {record.actor} finished")
-        elif record.actor in self.roster.outcome:
-            self.status.failed += 1
-            self.status.event(f"actor {record.actor} FAILED: {self.roster.outcome[record.actor]}")
+        try:
+            if record.superseded or decided or self.job.driver is not None:  # a driver counts its own work
+                pass
+            elif record.error is None:
+                self.status.done += 1
+                self.status.event(f"actor {record.actor} finished")
+            elif record.actor in self.roster.outcome:
+                self.status.failed += 1
+                self.status.event(f"actor {record.actor} FAILED: {self.roster.outcome[record.actor]}")
+        except Exception as exc:
+            self._fault(f"showing how actor {record.actor} ended", exc)
         self._apply(actions)
+
+    # -- faults outside any worker ------------------------------------------------------------
+
+    def _event(self, text: str) -> None:
+        """An event line where no worker's outcome hangs on it: a display that fails is noted."""
+        try:
+            self.status.event(text)
+        except Exception as exc:
+            self._fault("showing an event", exc)
+
+    def _fault(self, doing: str, exc: Exception) -> None:
+        """An unexpected exception that no worker can answer for (every actor it touched has
+        its outcome already). It cannot change an outcome, but it is never silent: the first
+        of them is kept for the end-of-job report."""
+        if self.fault is None:
+            self.fault = f"{type(exc).__name__} while {doing}: {exc}"
+            with contextlib.suppress(Exception):
+                self.status.event(f"coordinator fault: {self.fault}")
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
+    return f"{host}:{port}"

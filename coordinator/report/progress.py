@@ -3,7 +3,8 @@
 On a terminal: a rich progress display, redrawn in place, with connected / running / done /
 failed counts, the rate, an ETA and how many workers are in each state (by its human name),
 with event lines scrolling above it. Anywhere else (a log file, CloudWatch, a pipe): one
-plain line per event, nothing redrawn, so logs stay readable.
+plain line per event, nothing redrawn, so logs stay readable. A reader that goes away (``2>&1
+| head``, a pager quit) ends the display quietly and never the job (``streams.Guarded``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from coordinator.report.names import human_name
+from coordinator.report.streams import Guarded
 
 MAX_STATES_SHOWN = 6
 
@@ -63,8 +65,8 @@ class Status:
         self.job = job
         self.workers = workers  # the bar's total: actors, or mu.map's calls (``unit``)
         self.unit = unit
-        self.stream = stream or sys.stderr
-        self.tty = _isatty(self.stream) if tty is None else tty
+        self.stream = Guarded(stream or sys.stderr)
+        self.tty = self.stream.isatty() if tty is None else tty
         self.started = time.monotonic()
         self.states: dict[int, str] = {}
         self._display: _Display | None = None
@@ -72,7 +74,7 @@ class Status:
         self._closed = False
         self._counts = {"connected": 0, "done": 0, "failed": 0}
         if self.tty:
-            console = Console(file=self.stream, force_terminal=True, highlight=False)
+            console = Console(file=self.stream, force_terminal=True, highlight=False)  # type: ignore[arg-type]
             self._display = _Display(self, console)
             self._task = self._display.add_task(job, total=workers, rate="")
         self._started = False
@@ -85,6 +87,8 @@ class Status:
     def event(self, text: str) -> None:
         """Something worth a line in a log; on a terminal it scrolls above the display."""
         line = f"[{self.elapsed():8.2f}s] {text}"
+        if self.stream.gone:
+            return
         if self._display is not None and not self._closed:
             self._start()
             self._display.console.print(Text(line), soft_wrap=True)
@@ -185,10 +189,3 @@ class Status:
         if rest:
             line.append(f" | other states: {rest}", style="cyan")
         return line
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

@@ -51,13 +51,13 @@ def test_png2y4m_through_the_cli(s3, tmp_path):
     assert states.count("PNG2Y4MRetrieveAndRunState") == frames
 
 
-def run_local(job: Job, tmp_path, hostile=None, concurrency=None):
+def run_local(job: Job, tmp_path, hostile=None, concurrency=None, status_class=Status):
     keys = make_job_keys()
     opts = ServerOptions(host="127.0.0.1", port=0, kill_time=30, connect_timeout=60)
     launcher = LocalLauncher(tmp_path / "logs", concurrency=concurrency or job.workers)
 
     async def scenario():
-        status = Status(job.name, job.workers, tty=False)
+        status = status_class(job.name, job.workers, tty=False)
         task = asyncio.create_task(run_job(job, launcher, keys, opts, status))
         extra = await hostile(keys) if hostile else None
         return await asyncio.wait_for(task, 120), extra
@@ -72,6 +72,42 @@ def test_a_killed_worker_is_reported_and_the_job_does_not_hang(tmp_path):
     assert list(result.failures) == ["actor 0"]
     assert result.failures["actor 0"].startswith("sock closed (in Scripted Run one scripted shell command")
     assert "actor 0: sock closed" in result.describe()
+
+
+class StateFailsForActor1(Status):
+    """A progress display with a bug that shows when actor 1 changes state."""
+
+    def state(self, actor, state):
+        if actor == 1:
+            raise RuntimeError("the display broke")
+        super().state(actor, state)
+
+
+def test_an_exception_in_a_status_call_fails_that_actor_and_the_job_ends(tmp_path):
+    job = scripted_job(3, good="sleep 0.3")
+    result, _ = asyncio.run(asyncio.wait_for(asyncio.to_thread(
+        run_local, job, tmp_path, status_class=StateFailsForActor1), 90))  # fmt: skip
+    assert result.succeeded == 2 and list(result.failures) == ["actor 1"]
+    assert result.failures["actor 1"].startswith("RuntimeError in the coordinator: the display broke")
+    assert result.fault is None
+
+
+class FinishedLineFails(Status):
+    """A display that fails after an actor's outcome is booked: nothing is left to fail."""
+
+    def event(self, text):
+        if text.endswith(" finished"):
+            raise OSError("display gone")
+        super().event(text)
+
+
+def test_an_exception_after_the_outcome_is_reported_and_changes_no_outcome(tmp_path):
+    result, _ = run_local(scripted_job(2), tmp_path, status_class=FinishedLineFails)
+    assert result.ok and result.succeeded == 2
+    assert result.fault == "OSError while showing how actor 0 ended: display gone" or (
+        result.fault == "OSError while showing how actor 1 ended: display gone"
+    )
+    assert "coordinator fault (no actor's outcome depended on it): OSError" in result.describe()
 
 
 def test_workers_that_never_connect_end_the_job(tmp_path):

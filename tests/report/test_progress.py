@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -13,8 +14,11 @@ import sys
 import termios
 import time
 
+import pytest
+
+from coordinator.core.status import Status
 from tests.helpers import scan_input
-from tests.report.runs import local, mu
+from tests.report.runs import frames_bucket, local, mu
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -140,3 +144,48 @@ def test_without_a_terminal_one_plain_line_per_event(s3, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert all(re.match(r"\[\s*\d+\.\d\ds\] ", line) for line in lines), lines
     assert sum("finished" in line for line in lines) == 2
+
+
+def test_a_closed_stderr_ends_the_display_quietly_and_the_job_still_finishes(s3, tmp_path):
+    """``mu run ... 2>&1 >out | head -1``: the reader of stderr goes away after one line."""
+    bucket = frames_bucket(s3, frames=12)
+    cmd = [sys.executable, "-m", "coordinator", "run", "png2y4m", "-n", "4", "-f", "3", "-v", "clip",
+           "-b", bucket, *local(s3, str(tmp_path / "l"))]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        proc.stderr.close()  # as head does after its line
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "listening on 127.0.0.1" in first
+    assert proc.returncode == 0, out
+    assert "all 4 workers finished" in out and "wrote 4 objects" in out
+
+
+class Unreadable(io.StringIO):
+    """A stream whose reader has gone; counts the writes tried."""
+
+    tries = 0
+
+    def write(self, text):
+        self.tries += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_display_stops_writing_once_its_stream_is_gone(tty):
+    stream = Unreadable()
+    status = Status("png2y4m", 2, stream=stream, tty=tty)
+    status.event("first")
+    tried = stream.tries
+    assert tried >= 1 and status.stream.gone
+    status.connected += 1
+    status.state(0, "retrieving a PNG")
+    status.event("second")
+    status.done += 1
+    status.close()
+    status.event("after")
+    assert stream.tries == tried  # once gone, never written again
