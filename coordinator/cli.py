@@ -32,7 +32,7 @@ from coordinator.launch import Launcher, LaunchError
 from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import NoSandbox
 from coordinator.preflight import JobIO, PreflightError, run_checks
-from coordinator.preflight.checks import check_credentials
+from coordinator.preflight.checks import check_credentials, check_outputs
 from coordinator.preflight.plan import plan_text
 from coordinator.report import command as report_command
 from coordinator.report.cost import DEFAULT_WORKER_MEMORY_MB, PriceError, load_prices
@@ -206,7 +206,7 @@ def validate_run(command: list[str]) -> None:
         aws_options.check(args)
         check_workers(args, job_modules()[args.job].make_job(args))
     except ValueError as exc:
-        parser.error(str(exc))
+        subparser(subparser(parser, "run"), args.job).error(str(exc))
 
 
 def _job_id(text: str) -> str:
@@ -299,6 +299,7 @@ def _execute(
     and writes, for the input checks."""
     started = time.monotonic()
     try:
+        check_outputs(args)
         aws_options.prepare(args)  # before any AWS call, make_job's included
         job = make_job(args)
         check_workers(args, job)
@@ -406,8 +407,9 @@ def _execute(
         print(report, file=out)
     if isinstance(launcher, LocalLauncher):
         worker_logs = str(kept) if kept is not None else None
-    summary = run_summary(result.timing, timing_log=args.timing_log, worker_logs=worker_logs,
-                          s3_endpoint=args.s3_endpoint, prices=prices)  # fmt: skip
+    wanted = bool(options.timing_log or options.timing_s3)
+    summary = run_summary(result.timing, timing_logs=result.timing_places, timing_wanted=wanted,
+                          worker_logs=worker_logs, s3_endpoint=args.s3_endpoint, prices=prices)  # fmt: skip
     print("\n".join(summary), file=out)
     if result.interrupted is not None:
         return 128 + result.interrupted, result
@@ -532,11 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand == "report":
         return report_command.run(args)
     if args.subcommand == "map":
-        return cmd_run(parser, args, map_job)
+        return cmd_run(subparser(parser, "map"), args, map_job)
     if args.subcommand == "pymap":
         pp = subparser(parser, "pymap")
         return int(import_mu("cli").run(pp, args, lambda job_id: job_keys(pp, args, job_id)))
-    return cmd_run(parser, args, job_modules()[args.job])
+    return cmd_run(subparser(subparser(parser, "run"), args.job), args, job_modules()[args.job])
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ def deliver(
     s3_client: Callable[[], Any] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Write ``doc`` to every destination; returns where it went. Never raises for I/O."""
+    """Write ``doc`` to every destination; returns where it went (for the run's summary, which
+    names it once). Only problems are said here. Never raises for I/O."""
     say = say or (lambda text: print(f"mu: {text}", file=sys.stderr, flush=True))
     body = json.dumps(doc, indent=1).encode()
     written: list[str] = []
@@ -76,8 +77,6 @@ def deliver(
             return written
         say(f"warning: the timing log is in {fallback} instead")
         written.append(fallback)
-    else:
-        say(f"timing log: {', '.join(written)}")
     return written
 
 

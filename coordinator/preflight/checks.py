@@ -89,6 +89,46 @@ def check_credentials(endpoint: str | None) -> None:
         raise PreflightError(message, exc.status) from exc
 
 
+def check_writable(path: str, option: str, folder: bool = False) -> None:
+    """A file (or with ``folder``, a folder made if need be) that the run writes at its end,
+    checked before anything runs so that a typo costs nothing; a ValueError saying what to
+    change otherwise."""
+    target = os.path.abspath(path)
+    kind = "folder" if folder else "file"
+    if os.path.exists(target):
+        if folder != os.path.isdir(target):
+            problem = f"{path} exists and is not a folder" if folder else f"{path} is a folder; name a file"
+        elif not os.access(target, os.W_OK):
+            problem = f"{path} cannot be written (permission denied); name another {kind}"
+        else:
+            return
+    else:
+        parent = os.path.dirname(target)
+        while folder and not os.path.exists(parent) and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)  # the folders are made: the nearest existing one counts
+        if not os.path.exists(parent):
+            problem = f"the folder {parent} does not exist; create it, or name a {kind} in an existing folder"
+        elif not os.path.isdir(parent):
+            problem = f"{parent} is not a folder"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            problem = f"the folder {parent} cannot be written (permission denied); name another {kind}"
+        else:
+            return
+    raise ValueError(f"{option} {path}: {problem}")
+
+
+def check_outputs(args: Any) -> None:
+    """What a run writes when it ends (-O, -P, the form of --timing-s3), checked before it starts."""
+    from coordinator.core.logsink import parse_s3_url
+
+    if args.timing_log:
+        check_writable(args.timing_log, "-O")
+    if getattr(args, "cprofile", None):
+        check_writable(args.cprofile, "-P")
+    if args.timing_s3:
+        parse_s3_url(args.timing_s3)
+
+
 def s3_client(region: str, endpoint: str | None) -> Any:
     """A client that fails fast: pre-flight should take seconds, not minutes of retries."""
     import boto3

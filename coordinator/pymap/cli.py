@@ -177,6 +177,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
     from coordinator.aws import options as aws_options
     from coordinator.aws.session import AwsError
     from coordinator.launch import LaunchError
+    from coordinator.preflight.checks import check_outputs
 
     for dest, (flag, instead) in NOT_FOR_PYMAP.items():
         if getattr(args, dest, None):
@@ -186,6 +187,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
             f"{args.workers + args.spares} workers at once is more than --max-workers {args.max_workers}"
         )
     try:
+        check_outputs(args)
         aws_options.prepare(args)
         fn = load_function(args.target)
         items = read_items(args.items)
@@ -252,6 +254,10 @@ def summary(ex: Any, calls: int, failed: int, elapsed: float, args: argparse.Nam
         f"{calls} calls: {calls - failed} returned, {failed} failed in {elapsed:.2f} s{rate}", file=sys.stderr
     )
     lines = run_summary(
-        ex.timing, timing_log=args.timing_log, worker_logs=ex.worker_logs, s3_endpoint=args.s3_endpoint
+        ex.timing,
+        timing_logs=getattr(ex.result, "timing_places", []),
+        timing_wanted=bool(args.timing_log or args.timing_s3),
+        worker_logs=ex.worker_logs,
+        s3_endpoint=args.s3_endpoint,
     )
     print("\n".join(line for line in lines if not line.startswith("wrote no objects")), file=sys.stderr)

@@ -9,10 +9,23 @@ from coordinator.report.cost import Cost, CostInputs, estimate
 MAX_LOCATIONS = 5
 
 
+def timing_line(written: list[str], wanted: bool) -> str:
+    """Where the timing log went (``deliver``'s answer: the file asked for, or the fallback it
+    had to use), said once; or why there is none."""
+    if written:
+        local = next((w for w in written if not w.startswith("s3://")), None)
+        how = f"see 'mu report {local} --png timeline.png'" if local else "copy it here for 'mu report'"
+        return f"timing log: {', '.join(written)} ({how})"
+    if wanted:
+        return "timing log: not written (see the warning above)"
+    return "timing log: not kept (add -O FILE, then 'mu report FILE')"
+
+
 def run_summary(
     doc: dict[str, Any] | None,
     *,
-    timing_log: str | None,
+    timing_logs: list[str],
+    timing_wanted: bool,
     worker_logs: str | None,
     s3_endpoint: str | None = None,
     prices: dict[str, float] | None = None,
@@ -34,10 +47,7 @@ def run_summary(
         )
     else:
         lines.append("wrote no objects")
-    if timing_log:
-        lines.append(f"timing log: {timing_log} (see 'mu report {timing_log} --png timeline.png')")
-    else:
-        lines.append("timing log: not kept (add -O FILE, then 'mu report FILE')")
+    lines.append(timing_line(timing_logs, timing_wanted))
     if worker_logs:
         lines.append(f"worker logs: {worker_logs}")
     elif doc.get("backend", "local") == "local":

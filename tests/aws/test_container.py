@@ -103,23 +103,21 @@ def test_in_a_read_only_directory_the_log_lands_in_tmpdir_and_the_job_still_succ
     readonly.mkdir(mode=0o555)
     (shared / "tmp").mkdir(mode=0o1777)
     (shared / "tmp").chmod(0o1777)
+    # -O into a folder that cannot take it is refused before anything is launched.
+    code, out, err = run_as_job_user(s3, shared, readonly, "-b", "container-ro", "-O", "timing.json")
+    assert code == 2 and "-O timing.json: the folder" in err
+    assert "cannot be written (permission denied)" in err
+    assert "listening on" not in err and not any((shared / "tmp").iterdir())
+    # A destination that fails only at the end (a missing bucket): the log lands in TMPDIR.
     code, out, err = run_as_job_user(
-        s3,
-        shared,
-        readonly,
-        "-b",
-        "container-ro",
-        "-O",
-        "timing.json",
-        "--timing-s3",
-        "s3://no-such-bucket/t.json",
+        s3, shared, readonly, "-b", "container-ro", "--timing-s3", "s3://no-such-bucket/t.json"
     )
     assert code == 0, err  # the job succeeded; where its log could not go changes nothing
     assert "all 1 workers finished" in out
-    assert "mu: warning: cannot write the timing log to timing.json: Permission denied" in err
     assert "mu: warning: uploading the timing log to s3://no-such-bucket/t.json: NoSuchBucket" in err
     (fallback,) = (shared / "tmp").glob("mu-timing-*.json")
     assert f"mu: warning: the timing log is in {fallback} instead" in err
+    assert f"timing log: {fallback} (see 'mu report {fallback} --png timeline.png')" in out
     assert fallback.stat().st_uid == JOB_USER
     log = json.loads(fallback.read_text())
     assert log["job"] == "png2y4m" and len(log["records"]) == 1
@@ -140,7 +138,8 @@ def test_in_its_home_as_a_fargate_task_the_log_goes_to_its_file_and_to_s3(s3, sh
     assert code == 0, err
     assert "all 1 workers finished" in out
     key = "mu-logs/png2y4m-in-task/timing.json"
-    assert f"mu: timing log: timing.json, s3://container-home/{key}" in err
+    assert f"timing log: timing.json, s3://container-home/{key} (see 'mu report timing.json" in out
+    assert "timing log" not in err  # said once, in the summary
     local = (home / "timing.json").read_bytes()
     assert client.get_object(Bucket="container-home", Key=key)["Body"].read() == local
     assert json.loads(local)["job"] == "png2y4m" and len(json.loads(local)["records"]) == 1
@@ -155,7 +154,7 @@ def test_deliver_writes_every_destination_and_never_raises(s3, tmp_path, capsys)
     where = deliver(doc, str(tmp_path / "t.json"), "s3://logsink/a/t.json", s3.client, lines.append)
     assert where == [str(tmp_path / "t.json"), "s3://logsink/a/t.json"]
     assert json.loads(client.get_object(Bucket="logsink", Key="a/t.json")["Body"].read()) == doc
-    assert lines == [f"timing log: {tmp_path / 't.json'}, s3://logsink/a/t.json"]
+    assert lines == []  # success is the run summary's to say, once
     lines.clear()
     where = deliver(doc, str(tmp_path / "no" / "dir" / "t.json"), None, None, lines.append)
     assert lines[0] == f"warning: cannot write the timing log to {tmp_path / 'no' / 'dir' / 't.json'}: " + (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -220,6 +221,65 @@ def test_cli_usage_errors():
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
     killtime = mu("run", "png2y4m", "-b", "x", "-m", "-1")
     assert killtime.returncode == 2 and "must be greater than 0" in killtime.stderr
+
+
+MAP = ["map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "true"]
+FOUND_AFTER_PARSING = [
+    (["run", "png2y4m", "-b", "x", "-n", "0"], "mu run png2y4m", "--workers must be at least 1"),
+    (["run", "png2y4m", "-b", "x", "-f", "0"], "mu run png2y4m", "--frames must be at least 1"),
+    (["run", "scan", "-b", "x", "-n", "5", "--max-workers", "2"], "mu run scan", "more than --max-workers 2"),
+    ([*MAP[:2], "frames/x", *MAP[3:]], "mu map", "--input must look like s3://BUCKET/PREFIX/"),
+    (["run", "png2y4m", "-b", "x", "--backend", "aws"], "mu run png2y4m", "name at least one worker"),
+    (["run", "png2y4m", "-b", "x", "-O", "/nonexistent/t.json"], "mu run png2y4m",
+     "-O /nonexistent/t.json: the folder /nonexistent does not exist; create it, or name a file"),
+    (["run", "scan", "-b", "x", "-P", "/etc/hostname/p.out"], "mu run scan",
+     "-P /etc/hostname/p.out: /etc/hostname is not a folder"),
+    ([*MAP, "-O", "/"], "mu map", "-O /: / is a folder; name a file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "usage", "error"), FOUND_AFTER_PARSING)
+def test_usage_errors_found_after_parsing_show_the_subcommands_usage(args, usage, error):
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator", *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"usage: {usage} [-h]"), proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith(f"{usage}: error: ")]
+    assert error in line
+    assert "listening on" not in proc.stderr  # found before anything started
+
+
+def test_a_timing_log_that_fails_at_the_end_is_named_once_where_it_went(s3, tmp_path):
+    """-O /dev/full passes the check (a writable file) but every write to it fails."""
+    from tests.report.runs import frames_bucket
+
+    bucket = frames_bucket(s3, frames=2)
+    cmd = [sys.executable, "-m", "coordinator", "run", "png2y4m", "-n", "2", "-f", "1", "-v", "clip",
+           "-b", bucket, "-t", "0", "--s3-endpoint", s3.endpoint, "--log-dir", str(tmp_path / "l"),
+           "-O", "/dev/full"]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (fallback,) = tmp_path.glob("mu-timing-*.json")
+    assert "mu: warning: cannot write the timing log to /dev/full: No space left on device" in proc.stderr
+    assert f"mu: warning: the timing log is in {fallback} instead" in proc.stderr
+    assert (proc.stdout + proc.stderr).count("timing log: ") == 1
+    assert f"timing log: {fallback} (see 'mu report {fallback} --png timeline.png')" in proc.stdout
+    assert json.loads(fallback.read_text())["job"] == "png2y4m"
+
+
+def test_a_timing_log_is_named_once(s3, tmp_path):
+    from tests.report.runs import frames_bucket
+
+    bucket, log = frames_bucket(s3, frames=1), tmp_path / "t.json"
+    cmd = [sys.executable, "-m", "coordinator", "run", "png2y4m", "-n", "1", "-f", "1", "-v", "clip",
+           "-b", bucket, "-t", "0", "--s3-endpoint", s3.endpoint, "--log-dir", str(tmp_path / "l"),
+           "-O", str(log), "-P", str(tmp_path / "p.out")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count("timing log: ") == 1 and f"timing log: {log} (see" in proc.stdout
+    assert log.exists() and (tmp_path / "p.out").stat().st_size > 0
 
 
 def test_port_in_use_is_a_clear_error(tmp_path, s3):
