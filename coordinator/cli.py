@@ -52,22 +52,56 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     return parse
 
 
+class EnvDefault(str):
+    """An option's default taken from an environment variable. argparse parses a string
+    default with the option's own type, and only when the option is not given, so a bad
+    value costs nothing until it is used; ``from_env`` then names the variable."""
+
+    variable = ""
+
+
+def env_default(variable: str, fallback: str) -> str:
+    value = os.environ.get(variable)
+    if value is None:
+        return fallback
+    default = EnvDefault(value)
+    default.variable = variable
+    return default
+
+
+def from_env(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """``kind`` as an option's type, whose refusal of an ``EnvDefault`` names the variable."""
+
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except (argparse.ArgumentTypeError, ValueError):
+            if isinstance(text, EnvDefault):
+                raise argparse.ArgumentTypeError(
+                    f"{text.variable} must be {what}, got {str(text)!r}; correct or unset it"
+                ) from None
+            raise
+
+    return parse
+
+
 def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> None:
     """The options every job takes; ``relay`` adds those of jobs that run a relay."""
     g = p.add_argument_group("coordinator")
     g.add_argument("--dry-run", action="store_true",
                    help="check the inputs, print the plan and its cost estimate, launch nothing")  # fmt: skip
     g.add_argument("--backend", choices=("local", "aws"), default="local", help="where workers run (local)")
-    port = int(os.environ.get("MU_PORT", "13579"))
-    g.add_argument("-t", "--port", type=int, default=port,
-                   help=f"port to listen on; 0 picks one ($MU_PORT, else {port})")  # fmt: skip
+    g.add_argument("-t", "--port", type=from_env(int, "a whole number"),
+                   default=env_default("MU_PORT", "13579"),
+                   help="port to listen on; 0 picks one ($MU_PORT, else 13579)")  # fmt: skip
     g.add_argument("--host", default=None, help="address to listen on (127.0.0.1 local, 0.0.0.0 aws)")
     g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
     g.add_argument("-m", "--kill-time", type=_positive(float), default=None,
                    help="seconds a worker may run after connecting before it fails (none)")  # fmt: skip
-    connect = float(os.environ.get("MU_CONNECT_TIMEOUT", "300"))
-    g.add_argument("--connect-timeout", type=_positive(float), default=connect,
-                   help=f"seconds an actor may wait for a worker to connect ({connect:g})")  # fmt: skip
+    g.add_argument("--connect-timeout", type=from_env(_positive(float), "a number of seconds above 0"),
+                   default=env_default("MU_CONNECT_TIMEOUT", "300"),
+                   help="seconds an actor may wait for a worker to connect "
+                        "($MU_CONNECT_TIMEOUT, else 300)")  # fmt: skip
     g.add_argument("--hello-timeout", type=_positive(float), default=30.0,
                    help="seconds a new connection has to finish TLS and say hello (30)")  # fmt: skip
     g.add_argument("-O", "--timing-log", default=None,
@@ -107,8 +141,8 @@ def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> Non
     )
     g.add_argument("--no-sandbox", action="store_true",
                    help="local backend: run workers unisolated, without bubblewrap (README)")  # fmt: skip
-    g.add_argument("--worker-memory", type=_positive(int),
-                   default=int(os.environ.get("MU_WORKER_MEMORY", DEFAULT_WORKER_MEMORY_MB)), metavar="MB",
+    g.add_argument("--worker-memory", type=from_env(_positive(int), "a whole number of MB above 0"),
+                   default=env_default("MU_WORKER_MEMORY", str(DEFAULT_WORKER_MEMORY_MB)), metavar="MB",
                    help=f"aws backend: the worker function's memory, for the cost estimate "
                         f"($MU_WORKER_MEMORY, else {DEFAULT_WORKER_MEMORY_MB})")  # fmt: skip
     aws_options.add_arguments(p, _positive(int), _positive(float))

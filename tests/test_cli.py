@@ -1,0 +1,116 @@
+"""The ``mu`` command line itself: defaults from the environment, help texts, and the README's
+list of the environment variables mu reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from coordinator.cli import build_parser
+from tests.conftest import ROOT
+
+BAD_ENV = {"MU_PORT": "abc", "MU_WORKER_MEMORY": "abc", "MU_CONNECT_TIMEOUT": "x"}
+
+
+def mu(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_bad_environment_values_cost_nothing_until_their_option_is_used():
+    for args in (["--version"], ["genkeys", "--help"], ["report", "--help"], ["run", "png2y4m", "--help"]):
+        proc = mu(*args, env=BAD_ENV)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "given", "message"),
+    [
+        ("MU_PORT", "abc", ("-t", "port", 5), "MU_PORT must be a whole number, got 'abc'"),
+        ("MU_WORKER_MEMORY", "abc", ("--worker-memory", "worker_memory", 512),
+         "MU_WORKER_MEMORY must be a whole number of MB above 0, got 'abc'"),
+        ("MU_CONNECT_TIMEOUT", "x", ("--connect-timeout", "connect_timeout", 9.0),
+         "MU_CONNECT_TIMEOUT must be a number of seconds above 0, got 'x'"),
+        ("MU_CONNECT_TIMEOUT", "-1", ("--connect-timeout", "connect_timeout", 9.0),
+         "MU_CONNECT_TIMEOUT must be a number of seconds above 0, got '-1'"),
+    ],
+)  # fmt: skip
+def test_a_bad_environment_value_is_a_usage_error_naming_the_variable(
+    monkeypatch, capsys, variable, value, given, message
+):
+    monkeypatch.setenv(variable, value)
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["run", "png2y4m", "-b", "x"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mu run png2y4m") and message in err and "Traceback" not in err
+    # Given on the command line, the option wins and the variable is never parsed.
+    flag, dest, number = given
+    args = parser.parse_args(["run", "png2y4m", "-b", "x", flag, str(number)])
+    assert getattr(args, dest) == number
+
+
+def test_good_environment_values_are_parsed_with_the_options_type(monkeypatch):
+    monkeypatch.setenv("MU_PORT", "4000")
+    monkeypatch.setenv("MU_WORKER_MEMORY", "1769")
+    monkeypatch.setenv("MU_CONNECT_TIMEOUT", "2.5")
+    map_args = ["map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "x"]
+    args = build_parser().parse_args(map_args)
+    assert (args.port, args.worker_memory, args.connect_timeout) == (4000, 1769, 2.5)
+    monkeypatch.delenv("MU_PORT")
+    monkeypatch.delenv("MU_WORKER_MEMORY")
+    monkeypatch.delenv("MU_CONNECT_TIMEOUT")
+    args = build_parser().parse_args(["run", "scan", "-b", "x"])
+    assert (args.port, args.worker_memory, args.connect_timeout) == (13579, 3008, 300.0)
+
+
+# How the code reads the environment: ``os.environ.get("X")``, ``os.environ["X"]``,
+# ``os.getenv("X")``, ``env_default("X", ...)`` (an option's default), ``env.get("X")`` on a
+# mapping of it (the only ``.get`` of an upper-case name in this code), constants naming a
+# variable (``METADATA_ENV = "..."``) and tuples of them (``FILE_VARIABLES = (...)``).
+READS = (
+    re.compile(r"""(?:environ|getenv|env_default)(?:\.get)?\(\s*["']([A-Z][A-Z0-9_]+)["']"""),
+    re.compile(r"""environ\[\s*["']([A-Z][A-Z0-9_]+)["']\s*\](?!\s*=[^=])"""),
+    re.compile(r"""\.get\(\s*["']([A-Z][A-Z0-9_]{2,})["']"""),
+    re.compile(r"""^[A-Z_]*_ENV\s*=\s*["']([A-Z][A-Z0-9_]+)["']""", re.M),
+)
+VARIABLE_TUPLE = re.compile(r"^[A-Z_]*_VARIABLES\s*=\s*\(([^)]*)\)", re.M)
+SOURCES = ("coordinator", "lambda_worker", "stacks")
+
+
+def variables_read() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    files = [p for d in SOURCES for p in sorted((ROOT / d).rglob("*.py"))] + [ROOT / "app.py"]
+    for path in files:
+        text = path.read_text()
+        names = [m.group(1) for pattern in READS for m in pattern.finditer(text)]
+        for m in VARIABLE_TUPLE.finditer(text):
+            names += re.findall(r"""["']([A-Z][A-Z0-9_]+)["']""", m.group(1))
+        for name in names:
+            found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def readme_table() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("Environment variables `mu` reads")
+    rows = text[start:].split("\n\n")[1]
+    first_cells = [row.split(" | ")[0] for row in rows.splitlines()]
+    return {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
+
+
+def test_the_readme_lists_every_environment_variable_the_code_reads():
+    found = variables_read()
+    assert {"MU_PORT", "CA_CERT", "SRV_KEY", "MU_VPC_ID", "SSL_CERT_FILE"} <= set(found)  # the scan works
+    missing = {name: sorted(where) for name, where in found.items() if name not in readme_table()}
+    assert not missing, f"add these to the README's table of environment variables: {missing}"
