@@ -36,6 +36,7 @@ from coordinator.preflight.checks import check_credentials, check_outputs
 from coordinator.preflight.plan import plan_text
 from coordinator.report import command as report_command
 from coordinator.report.cost import DEFAULT_WORKER_MEMORY_MB, PriceError, load_prices
+from coordinator.report.streams import Guarded, silence
 from coordinator.report.summary import run_summary
 
 
@@ -435,7 +436,7 @@ def _execute(
         kept = None
         if isinstance(launcher, LocalLauncher):
             kept = launcher.settle_logs(keep=result is None or bool(result.failures))
-    out = sys.stdout if result.ok else sys.stderr
+    out = Guarded(sys.stdout if result.ok else sys.stderr)  # a reader gone (| head): said to no one
     report = result.describe()
     if report:
         print(report, file=out)
@@ -548,7 +549,15 @@ def cmd_genkeys(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # output not written through Guarded met a reader that had gone
+        silence(sys.stdout)
+        silence(sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["demo"]:
         from coordinator.local.demo import main as demo_main
 
@@ -566,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand == "relay":
         return cmd_relay(args)
     if args.subcommand == "report":
-        return report_command.run(args)
+        return report_command.run(subparser(parser, "report"), args)
     if args.subcommand == "map":
         return cmd_run(subparser(parser, "map"), args, map_job)
     if args.subcommand == "pymap":

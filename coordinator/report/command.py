@@ -13,9 +13,11 @@ from typing import Any
 
 from rich.console import Console
 
+from coordinator.preflight.checks import check_writable
 from coordinator.report import tables, timeline
 from coordinator.report.analysis import analyze
 from coordinator.report.cost import PriceError, load_prices
+from coordinator.report.streams import Guarded
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +32,9 @@ def load(path: str) -> dict[str, Any]:
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise ValueError(
+            f"cannot read {path}: {exc.strerror or exc}; give a timing log written by 'mu run ... -O FILE'"
+        ) from exc
     except ValueError as exc:
         raise ValueError(f"{path} is not a timing log (not JSON: {exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
@@ -38,7 +42,15 @@ def load(path: str) -> dict[str, Any]:
     return doc
 
 
-def run(args: argparse.Namespace) -> int:
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The tables on stdout, then the files asked for. A reader that stops reading stdout
+    (``| head``) ends the tables quietly; the files are still written."""
+    try:
+        for path, option in ((args.png, "--png"), (args.html, "--html")):
+            if path:
+                check_writable(path, option)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         doc = load(args.timing_log)
         prices = load_prices(args.prices) if (args.prices or _env_prices()) else None
@@ -46,26 +58,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"mu report: {exc}", file=sys.stderr)
         return 1
     a = analyze(doc, prices)
-    console = Console(record=bool(args.html), highlight=False)
+    out = Guarded(sys.stdout)
+    console = Console(file=out, record=bool(args.html), highlight=False)  # type: ignore[arg-type]
     if not console.is_terminal:
         console.width = max(console.width, 110)  # files and pipes: wide enough for the tables
     tables.render(a, console)
-    try:
-        picture: bytes | None = None
-        if args.png or args.html:
-            buffer = io.BytesIO()
-            timeline.draw(a, buffer)
-            picture = buffer.getvalue()
-        if args.png and picture is not None:
-            Path(args.png).write_bytes(picture)
-        if args.html:
-            write_html(Path(args.html), console, picture, doc)
-        for what, where in (("timeline", args.png), ("report", args.html)):
-            if where:
-                print(f"{what}: {where}")
-    except (OSError, RuntimeError) as exc:
-        print(f"mu report: {exc}", file=sys.stderr)
-        return 1
+    picture: bytes | None = None
+    if args.png or args.html:
+        buffer = io.BytesIO()
+        timeline.draw(a, buffer)
+        picture = buffer.getvalue()
+    for what, where, write in (
+        ("timeline picture", args.png, lambda path: Path(path).write_bytes(picture or b"")),
+        ("report page", args.html, lambda path: write_html(Path(path), console, picture, doc)),
+    ):
+        if not where:
+            continue
+        try:
+            write(where)
+        except OSError as exc:
+            print(f"mu report: cannot write the {what} to {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"{what.split()[0]}: {where}", file=out)
     return 0
 
 

@@ -189,3 +189,15 @@ def test_the_display_stops_writing_once_its_stream_is_gone(tty):
     status.close()
     status.event("after")
     assert stream.tries == tried  # once gone, never written again
+
+
+def test_a_closed_stdout_loses_only_the_summary(s3, tmp_path):
+    """``mu run ... | head -0``: the job's status is still its exit status, with no traceback."""
+    bucket = frames_bucket(s3, frames=2)
+    cmd = [sys.executable, "-m", "coordinator", "run", "png2y4m", "-n", "2", "-f", "1", "-v", "clip",
+           "-b", bucket, *local(s3, str(tmp_path / "l"))]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "actor 1 finished" in err and "Traceback" not in err and "Broken pipe" not in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -150,3 +152,39 @@ def test_report_of_a_file_that_is_not_a_timing_log(tmp_path):
     assert out.returncode == 1 and "not a timing log" in out.stderr and "usage" not in out.stderr
     missing = mu("report", str(tmp_path / f"{uuid.uuid4().hex}.json"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_report_file_errors_are_one_clear_line(logs, tmp_path):
+    _, log = logs["png2y4m"]
+    nowhere = mu("report", str(log), "--png", "/nonexistent/dir/t.png")
+    assert nowhere.returncode == 2 and nowhere.stdout == ""  # found before any table is printed
+    assert nowhere.stderr.startswith("usage: mu report")
+    assert nowhere.stderr.splitlines()[-1] == (
+        "mu report: error: --png /nonexistent/dir/t.png: the folder /nonexistent/dir does not exist; "
+        "create it, or name a file in an existing folder"
+    )
+    folder = mu("report", str(log), "--html", str(tmp_path))
+    assert folder.returncode == 2
+    assert f"--html {tmp_path}: {tmp_path} is a folder; name a file" in folder.stderr
+    full = mu("report", str(log), "--png", "/dev/full")  # passes the check, fails when written
+    assert full.returncode == 1 and "Errno" not in full.stderr
+    said = "mu report: cannot write the timeline picture to /dev/full: No space left on device\n"
+    assert full.stderr == said
+    missing = mu("report", str(tmp_path / "none.json"))
+    assert missing.returncode == 1 and "Errno" not in missing.stderr
+    assert "No such file or directory; give a timing log written by 'mu run ... -O FILE'" in missing.stderr
+
+
+def test_report_into_a_closed_stdout_ends_quietly_and_writes_its_files(logs, tmp_path):
+    """``mu report T.json --png P --html H | head -1``."""
+    _, log = logs["png2y4m"]
+    png, page = tmp_path / "t.png", tmp_path / "t.html"
+    cmd = [sys.executable, "-m", "coordinator", "report", str(log), "--png", str(png), "--html", str(page)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert first.startswith("mu png2y4m ")
+    assert proc.returncode == 0 and err == ""
+    check_picture(png, json.loads(log.read_text()), PNG2Y4M_STATES)
+    assert "Time in each state" in page.read_text()
