@@ -1,18 +1,13 @@
-"""``mu demo``: the png2y4m job end to end on this machine, with no AWS account.
-
-An embedded S3 server (moto) on 127.0.0.1, generated 16-bit frames, local worker processes
-running the real worker code and the static png2y4m, and a check of every output.
-"""
+"""``mu demo`` (``DESCRIPTION`` says what it does): the whole system on one machine, so that
+a new user sees it work, and sees where the time went, before owning an AWS account."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import shutil
 import struct
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -28,10 +23,20 @@ from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import Isolation, NoSandbox, Sandbox
 from coordinator.local.locals3 import FAKE_CREDENTIALS, LocalS3
 from coordinator.local.y4m import parse_y4m, psnr, reference_ycbcr
+from coordinator.preflight.checks import check_writable
 from coordinator.report import timeline
 from coordinator.report.analysis import analyze
 
 MIN_PSNR = 40.0
+DEFAULT_OUT = "mu-demo"  # in the current folder; the repository ignores it
+TIMING, TIMELINE, S3_LOG, WORKERS = "timing.json", "timeline.png", "s3.log", "workers"
+DESCRIPTION = """The png2y4m job end to end on this machine, with no AWS account: an embedded S3
+server (moto) on 127.0.0.1, generated 16-bit frames, local worker processes running the real
+worker code and the static png2y4m, and a check of every output.
+
+Everything it writes goes to --out (./mu-demo): the timing log (timing.json, for 'mu report'),
+its timeline picture (timeline.png), the worker logs and the S3 server's log. Each run replaces
+the files of the one before."""
 
 
 def encode_png(pixels: Any) -> bytes:
@@ -102,21 +107,24 @@ def verify_chunk(data: bytes, chunk: int, frames: int, width: int, height: int) 
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mu demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="mu demo", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--workers", type=int, default=10, help="local workers, one chunk each (10)")
     p.add_argument("--frames", type=int, default=6, help="frames per chunk (6)")
     p.add_argument("--width", type=int, default=640, help="frame width in pixels (640)")
     p.add_argument("--height", type=int, default=360, help="frame height in pixels (360)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="keep the timing log, timeline.png, worker logs and S3 log here (default: only if it fails)",
-    )
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help="where the timing log, its timeline picture, the worker logs and the S3 server's "
+                        f"log go, made if need be (default: {DEFAULT_OUT} in this folder)")  # fmt: skip
     p.add_argument("--no-sandbox", action="store_true", help="run workers without bubblewrap (README)")
     args = p.parse_args(argv)
     for name in ("workers", "frames", "width", "height"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
+    try:
+        check_writable(args.out, "--out", folder=True)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -133,29 +141,43 @@ def main(argv: list[str]) -> int:
     except LaunchError as exc:
         print(f"mu demo: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out or tempfile.mkdtemp(prefix="mu-demo-"))
-    code = 1
+    out = Path(args.out)
     try:
         with interruptible():
-            code = _demo(args, out, isolation)
-    except Interrupted as exc:
+            return _demo(args, out, isolation)
+    except Interrupted as exc:  # outside the job (uploading, checking); in it, _demo says it
         print(f"mu demo: {exc}", file=sys.stderr)
-        code = 128 + exc.signal
-    finally:
-        if args.out is None and code != 1:  # a failed demo keeps what explains it
-            shutil.rmtree(out, ignore_errors=True)
-    return code
+        print(f"  {kept(out, 'the interrupted run')}")
+        return 128 + exc.signal
+
+
+def forget_last_run(out: Path) -> None:
+    """Remove what an earlier demo wrote in ``out`` (only the files the demo names), so that no
+    file of that run is ever named as this run's."""
+    stale = [out / name for name in (TIMING, TIMELINE, S3_LOG)] + list((out / WORKERS).glob("worker-*.log"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+
+
+def kept(out: Path, run: str) -> str:
+    """The line naming what ``run`` left in ``out``: only files that exist."""
+    names = {TIMING: "timing log", TIMELINE: "timeline", WORKERS: "worker logs", S3_LOG: "S3 log"}
+    found = [f"{what}: {out / name}" for name, what in names.items() if (out / name).exists()]
+    if not found:
+        return f"{run} wrote nothing to keep"
+    return f"{run} is kept in {out}: " + "; ".join(found)
 
 
 def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
     out.mkdir(parents=True, exist_ok=True)
+    forget_last_run(out)
     total = args.workers * args.frames
     bucket, video = "mu-demo", "demo"
     print(
         f"mu demo: {total} frames of {args.width}x{args.height} (16-bit RGB PNG), "
         f"{args.workers} workers x {args.frames} frames"
     )
-    with LocalS3(log_path=str(out / "s3.log")) as s3:
+    with LocalS3(log_path=str(out / S3_LOG)) as s3:
         client: Any = s3.client()
         client.create_bucket(Bucket=bucket)
         t = time.monotonic()
@@ -172,13 +194,13 @@ def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
                 in_format="png16", region="us-east-1", s3_endpoint=s3.endpoint,
             )
         )  # fmt: skip
-        timing = out / "timing.json"
+        timing = out / TIMING
         job_id = new_job_id(job.name)
         options = ServerOptions(
             host="127.0.0.1", port=0, kill_time=120, connect_timeout=120, timing_log=str(timing),
-            meta={"job_id": job_id, "backend": "local", "worker_logs": str(out / "workers")},
+            meta={"job_id": job_id, "backend": "local", "worker_logs": str(out / WORKERS)},
         )  # fmt: skip
-        launcher = LocalLauncher(out / "workers", concurrency=args.workers, isolation=isolation)
+        launcher = LocalLauncher(out / WORKERS, concurrency=args.workers, isolation=isolation)
         t = time.monotonic()
         result = asyncio.run(
             run_job(
@@ -192,7 +214,10 @@ def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
             )
         )
         wall = time.monotonic() - t
+        if result.timing is not None:
+            timeline.draw(analyze(result.timing), out / TIMELINE)
         if result.interrupted is not None:
+            print(f"  {kept(out, 'the interrupted run')}")
             return 128 + result.interrupted
         problems = [] if result.ok else [result.describe()]
         for chunk in range(args.workers):
@@ -207,13 +232,11 @@ def _demo(args: argparse.Namespace, out: Path, isolation: Isolation) -> int:
         f"  job: {result.succeeded}/{args.workers} workers succeeded, "
         f"wall time {wall:.2f} s, {total / wall:.1f} frames/s"
     )
-    if args.out or problems:
-        if result.timing is not None:
-            timeline.draw(analyze(result.timing), out / "timeline.png")
+    if timing.exists():
         print(f"  timing log: {timing} ('mu report {timing}' for the numbers)")
-        print(f"  timeline: {out / 'timeline.png'}; worker logs: {out / 'workers'}")
-    else:
-        print("  (--out DIR keeps the timing log, its timeline picture and the worker logs)")
+    if (out / TIMELINE).exists():
+        print(f"  timeline: {out / TIMELINE}")
+    print(f"  worker logs: {out / WORKERS}; S3 server's log: {out / S3_LOG}")
     if problems:
         print("mu demo FAILED:", *problems, sep="\n  ")
         return 1

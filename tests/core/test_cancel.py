@@ -8,11 +8,14 @@ even after it has left ``mu``'s process tree.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import time
 import uuid
 
 import pytest
+from PIL import Image
 
 from tests.resilience.chaos import MarkedMu as Mu
 from tests.resilience.chaos import processes_with
@@ -86,18 +89,60 @@ def test_the_deadline_ends_the_job_at_the_deadline(s3, tmp_path):
     assert mu.leftovers() == [] and processes_with(f"sleep {long}") == []
 
 
+def named_paths(text: str) -> list[str]:
+    """The files and folders a demo's output names (``what: PATH`` pairs)."""
+    return re.findall(r"(?:timing log|timeline|worker logs|S3 log|S3 server's log): ([^\s;']+)", text)
+
+
 def test_a_signal_to_the_demo_stops_its_s3_server_and_workers(tmp_path):
-    mu = Mu(tmp_path, "demo", "--workers", "2", "--frames", "30", "--width", "320", "--height", "180")
+    out = tmp_path / "out"
+    mu = Mu(tmp_path, "demo", "--workers", "2", "--frames", "30", "--width", "320", "--height", "180",
+            "--out", str(out))  # fmt: skip
     mu.wait_for_line("actor 1 connected", timeout=120)
     mu.proc.send_signal(signal.SIGTERM)
     assert mu.finish() == 143
     assert "Traceback" not in mu.stderr
     assert mu.leftovers() == []  # the moto server and every worker
     assert list(mu.tmpdir.iterdir()) == []
+    # The interrupted run's files are kept, and every one named is there.
+    assert f"the interrupted run is kept in {out}: timing log: {out / 'timing.json'}; timeline: " in mu.stdout
+    assert json.loads((out / "timing.json").read_text())["job"] == "png2y4m"
+    named = named_paths(mu.stdout)
+    assert str(out / "timeline.png") in named and all(os.path.exists(p) for p in named), mu.stdout
 
 
-def test_a_demo_that_passes_leaves_nothing_in_tmp(tmp_path):
-    mu = Mu(tmp_path, "demo", "--workers", "2", "--frames", "2", "--width", "64", "--height", "36")
+def test_a_demo_interrupted_before_its_job_names_no_timing_log(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "timing.json").write_text("{}")  # an earlier run's: never named as this one's
+    mu = Mu(tmp_path, "demo", "--workers", "40", "--frames", "40", "--out", str(out))
+    log = out / "s3.log"
+    mu.wait_for(lambda: log.exists() and b"PUT" in log.read_bytes(), 60, "the first upload")
+    mu.proc.send_signal(signal.SIGINT)  # while it generates and uploads 1,600 frames
+    assert mu.finish() == 130
+    assert "mu demo: interrupted by SIGINT" in mu.stderr and "Traceback" not in mu.stderr
+    assert "timing log" not in mu.stdout and not (out / "timing.json").exists()
+    assert f"the interrupted run is kept in {out}: S3 log: {out / 's3.log'}" in mu.stdout
+    assert mu.leftovers() == [] and list(mu.tmpdir.iterdir()) == []
+
+
+def test_a_demo_writes_its_timing_log_and_timeline_in_the_current_folder(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    mu = Mu(tmp_path, "demo", "--workers", "2", "--frames", "2", "--width", "64", "--height", "36", cwd=home)
     assert mu.finish(timeout=120) == 0, mu.stderr
-    assert "mu demo OK" in mu.stdout and "--out DIR keeps" in mu.stdout
-    assert list(mu.tmpdir.iterdir()) == [] and mu.leftovers() == []
+    assert "mu demo OK" in mu.stdout
+    assert "timing log: mu-demo/timing.json ('mu report mu-demo/timing.json' for the numbers)" in mu.stdout
+    assert "timeline: mu-demo/timeline.png" in mu.stdout
+    assert Image.open(home / "mu-demo" / "timeline.png").format == "PNG"
+    assert json.loads((home / "mu-demo" / "timing.json").read_text())["ok"] is True
+    logs = sorted(p.name for p in (home / "mu-demo" / "workers").iterdir())
+    assert logs == ["worker-0.log", "worker-1.log"]
+    assert all((home / p).exists() for p in named_paths(mu.stdout))
+    assert list(mu.tmpdir.iterdir()) == [] and mu.leftovers() == []  # nothing in TMPDIR
+
+
+def test_a_demo_refuses_an_out_folder_it_cannot_make(tmp_path):
+    mu = Mu(tmp_path, "demo", "--out", "/etc/hostname/demo")
+    assert mu.finish() == 2
+    assert "mu demo: error: --out /etc/hostname/demo: /etc/hostname is not a folder" in mu.stderr

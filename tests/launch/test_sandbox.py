@@ -169,6 +169,9 @@ def test_killing_mu_itself_leaves_nothing_of_the_job(tmp_path, s3):
     while mu.leftovers() and time.monotonic() < end:
         time.sleep(0.05)
     assert mu.leftovers() == []
+    # Nothing could remove the log folder: it stays, as the README says, with the workers' logs.
+    [kept] = mu.tmpdir.glob("mu-logs-*")
+    assert sorted(p.name for p in kept.iterdir()) == ["worker-0.log", "worker-1.log"]
 
 
 def test_die_with_parent_ends_a_sandbox_whose_launcher_dies(tmp_path):

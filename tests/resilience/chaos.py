@@ -149,10 +149,12 @@ class MuRun:
     """``python -m coordinator run ...`` (or another ``subcommand``) in the background, its
     output collected."""
 
-    def __init__(self, *args: str, subcommand: str = "run", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, subcommand: str = "run", env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coordinator", subcommand, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
         )  # fmt: skip
         self.pid = self.proc.pid
         self._out: list[str] = []
@@ -209,12 +211,12 @@ class MarkedMu(MuRun):
     environment, which everything it starts inherits: ``leftovers()`` finds what is left of it
     even after it has left the process tree."""
 
-    def __init__(self, tmp_path: Path, subcommand: str, *args: str) -> None:
+    def __init__(self, tmp_path: Path, subcommand: str, *args: str, cwd: Path | None = None) -> None:
         self.mark = uuid.uuid4().hex
         self.tmpdir = tmp_path / "tmpdir"
         self.tmpdir.mkdir()
         env = {**os.environ, "MU_TEST_MARK": self.mark, "TMPDIR": str(self.tmpdir)}
-        super().__init__(*args, subcommand=subcommand, env=env)
+        super().__init__(*args, subcommand=subcommand, env=env, cwd=cwd)
 
     def wait_for_line(self, text: str, timeout: float = 60) -> None:
         self.wait_for(lambda: text in self.stderr, timeout, repr(text))
