@@ -157,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="subcommand", required=True, metavar="{run,map,pymap,report,submit,relay,genkeys,demo}"
     )
-    run = sub.add_parser("run", help="run a job")
+    run = sub.add_parser(
+        "run", help="run a job",
+        description="Run a bundled job (JOB below; 'mu run JOB --help' for its options), or a job file: "
+        "'mu run ./JOB.py FLAGS' runs a mu job file's own main(), or a module with add_arguments() and "
+        "make_job() as a bundled job.",
+    )  # fmt: skip
     jobs = run.add_subparsers(dest="job", required=True, metavar="JOB")
     for name, module in job_modules().items():
         doc = (module.__doc__ or "").strip().replace("``", "")
@@ -178,7 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     pymap_cli.add_arguments(pp)
     add_server_arguments(pp)
-    rl = sub.add_parser("relay", help="run the worker-to-worker relay on its own")
+    rl = sub.add_parser(
+        "relay", help="run the worker-to-worker relay on its own",
+        description="The relay through which workers pass data to each other (a worker says "
+        "HELLO_STATE:PREFIX:MYID:PARTNERID, then every message goes to its partner, held until the "
+        "partner connects), run on its own instead of inside a job's coordinator. Workers connect with "
+        "mutual TLS, so it needs the keys of the jobs it serves: a 'mu genkeys' folder, given to those "
+        "jobs as --keys too.",
+    )  # fmt: skip
     rl.add_argument("--keys", required=True, help="folder from 'mu genkeys' shared with the job")
     rl.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
     rl.add_argument("--port", type=int, default=13580, help="port to listen on (13580)")
@@ -192,10 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--stall-timeout", type=_positive(float), default=60.0,
                     help="seconds a peer may take nothing before it is disconnected (60)")  # fmt: skip
     rp = sub.add_parser("report", help="summarise a timing log: time per state, launch latency, "
-                        "stragglers, failures, cost; --png draws the timeline")  # fmt: skip
+                        "stragglers, failures, cost; --png draws the timeline",
+                        description="Summarise the timing log of a run ('mu run ... -O FILE', or the one "
+                        "'mu demo' keeps): workers per state and their p50/p95/max time in it, launch-to-"
+                        "connect latency, stragglers, failures with their reasons, what was written and, "
+                        "for the aws backend, the cost; --png and --html draw the timeline.")  # fmt: skip
     report_command.add_arguments(rp)
-    gk = sub.add_parser("genkeys", help="write long-lived CA, coordinator and worker keys to a folder")
-    gk.add_argument("dir")
+    gk = sub.add_parser(
+        "genkeys", help="write long-lived CA, coordinator and worker keys to a folder",
+        description="Write a CA and the coordinator's and workers' certificates and keys it signed (mu's "
+        "genkeys.sh), for 'mu run --keys DIR' and 'mu relay --keys DIR'; without them each job makes "
+        "fresh keys of its own. The private keys are readable by you alone.",
+    )  # fmt: skip
+    gk.add_argument(
+        "dir", metavar="DIR",
+        help="the folder to write ca_cert.pem, server_cert.pem, server_key.pem, worker_cert.pem and "
+        "worker_key.pem into, made if need be; key files there are never overwritten",
+    )  # fmt: skip
     gk.add_argument("--days", type=_positive(int), default=365, help="validity in days (365)")
     sub.add_parser(
         "submit", help="run a job's coordinator as a Fargate task (see 'mu submit -h')", add_help=False

@@ -3,10 +3,12 @@ list of the environment variables mu reads."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -114,3 +116,39 @@ def test_the_readme_lists_every_environment_variable_the_code_reads():
     assert {"MU_PORT", "CA_CERT", "SRV_KEY", "MU_VPC_ID", "SSL_CERT_FILE"} <= set(found)  # the scan works
     missing = {name: sorted(where) for name, where in found.items() if name not in readme_table()}
     assert not missing, f"add these to the README's table of environment variables: {missing}"
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from all_parsers(sub)
+
+
+def test_every_option_and_argument_has_help_and_every_command_a_description():
+    from coordinator.local.demo import parse_args
+
+    parsers = list(all_parsers(build_parser()))
+    assert len(parsers) > 8
+    for parser in parsers:
+        if not parser.add_help:  # demo and submit: their own parsers, below and in aws tests
+            continue
+        assert parser.prog == "mu" or parser.description, parser.prog
+        assert "``" not in (parser.description or ""), parser.prog
+        plumbing = argparse._SubParsersAction | argparse._HelpAction | argparse._VersionAction
+        for action in parser._actions:
+            if not isinstance(action, plumbing):
+                assert action.help, (parser.prog, action.dest)
+    demo = mu("demo", "--help")
+    assert demo.returncode == 0 and "``" not in demo.stdout and "--out DIR" in demo.stdout
+    assert "mu-demo" in demo.stdout
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+
+
+def test_genkeys_and_relay_explain_themselves():
+    genkeys = mu("genkeys", "--help").stdout
+    assert "mu genkeys [-h] [--days DAYS] DIR" in genkeys and "never overwritten" in genkeys
+    relay = mu("relay", "--help").stdout
+    assert "HELLO_STATE:PREFIX:MYID:PARTNERID" in relay and "'mu genkeys' folder" in relay

@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from coordinator.report.names import in_words
+
 HEADER_FMT = "%012d %s"
 MAX_TRANSITIONS = 100_000  # transitions in one do_handle before a loop counts as endless
 
@@ -621,7 +623,7 @@ class Machine:
         prev = self.state.prevState
         if prev is None or isinstance(prev, TerminalState):
             return text
-        where = describe(prev)
+        where = in_words(prev)
         if where in text:
             return text
         expect = _awaited(prev)
@@ -684,7 +686,7 @@ class Machine:
         try:
             state = step()
         except Exception as exc:  # a bug in a job's state class must not take the server down
-            state = ErrorState(self.state, f"{type(exc).__name__} in {describe(self.state)}: {exc}")
+            state = ErrorState(self.state, f"{type(exc).__name__} in {in_words(self.state)}: {exc}")
         if state is not self.state:
             self.state = state
             self._entered()

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 from coordinator.core.gate import READ_SIZE, Gate, limit_tls_buffers
 from coordinator.core.job import Job
 from coordinator.core.logsink import deliver, s3_client_factory
-from coordinator.core.machine import Machine, describe
+from coordinator.core.machine import Machine
 from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
 from coordinator.report import timing
+from coordinator.report.names import in_words
 from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
@@ -234,7 +235,7 @@ class Coordinator:
     def _ended_reason(self, why: str) -> Callable[[int], str]:
         def reason(actor: int) -> str:
             live = [r for r in self.playing.get(actor, set()) if r.ended is None]
-            where = f"in {describe(live[0].machine.state)}" if live else "waiting for a worker to connect"
+            where = f"in {in_words(live[0].machine.state)}" if live else "waiting for a worker to connect"
             return f"{why} {where}"
 
         return reason

@@ -70,6 +70,22 @@ def human_name(state: Any) -> str:
     return cls.__name__
 
 
+def in_words(state: Any) -> str:
+    """A state as an error message names it: its class, for whoever reads the job's code, then
+    its human name and, in a command list, which entry it was at, for everyone:
+    ``PNG2Y4MUploadState (converting and uploading, step 2 of 3)`` where mu's own ``str()``
+    says ``((converting and uploading) (#1))``."""
+    from coordinator.core.machine import CommandListState, MultiPassState
+
+    cls = type(state).__name__
+    name = human_name(state)
+    parts = [name] if name != cls else []
+    if isinstance(state, MultiPassState):
+        of = f" of {len(state.commands)}" if isinstance(state, CommandListState) else ""
+        parts.append(f"step {state.cmdNum + 1}{of}")
+    return f"{cls} ({', '.join(parts)})" if parts else cls
+
+
 def name_from_label(label: str) -> str:
     """A human name from a state's label as the timing log holds it.
 

@@ -71,7 +71,8 @@ def test_a_killed_worker_is_reported_and_the_job_does_not_hang(tmp_path):
     result, _ = run_local(job, tmp_path)
     assert not result.ok and result.succeeded == 2
     assert list(result.failures) == ["actor 0"]
-    assert result.failures["actor 0"].startswith("sock closed (in Scripted Run one scripted shell command")
+    why = result.failures["actor 0"]
+    assert why.startswith("sock closed (in Scripted (Run one scripted shell command, step 2 of 2)")
     assert "actor 0: sock closed" in result.describe()
 
 

@@ -9,7 +9,7 @@ import pytest
 from coordinator.core.machine import CommandListState, ErrorState, TerminalState
 from coordinator.report.analysis import percentile
 from coordinator.report.cost import DEFAULT_PRICES, CostInputs, PriceError, dollars, estimate, load_prices
-from coordinator.report.names import clean, human_name, name_from_label
+from coordinator.report.names import clean, human_name, in_words, name_from_label
 
 
 class Step(CommandListState):
@@ -54,6 +54,36 @@ def test_human_name_fallbacks():
     assert human_name(Broken(None)) == "Shown when str_extra raises"
     assert human_name(ErrorState) == human_name(ErrorState(None, "boom")) == "error"
     assert human_name(TerminalState) == "terminal state"
+
+
+def test_states_in_error_messages_read_as_class_name_and_step():
+    class Upload(CommandListState):
+        extra = "(converting and uploading)"
+        commandlist = [(None, "run:"), ("OK:RETVAL(0)", "upload:"), ("OK:UPLOAD(", "quit:")]
+
+    state = Upload(None)
+    state.cmdNum = 1  # waiting for run:'s reply, as a failed conversion is
+    assert in_words(state) == "Upload (converting and uploading, step 2 of 3)"
+    assert in_words(WithDoc(None)) == "WithDoc (Encoding the chunk, step 1 of 1)"
+    assert in_words(Bare(None)) == "Bare (step 1 of 1)"
+    assert in_words(TerminalState(None)) == "TerminalState (terminal state)"
+    assert "((" not in in_words(WithStrExtra(None)) and "#" not in in_words(WithStrExtra(None))
+
+
+def test_a_failed_reply_names_the_state_without_mus_brackets():
+    from coordinator.core.machine import Machine
+
+    class Upload(CommandListState):
+        extra = "(converting and uploading)"
+        commandlist = [("OK:HELLO", "run:"), ("OK:RETVAL(0)", "upload:"), ("OK:UPLOAD(", "quit:")]
+
+    machine = Machine(Upload, 0)
+    machine.receive(b"OK:HELLO")
+    machine.receive(b"OK:RETVAL(1):OUTPUT(bad frame)")
+    assert machine.error == (
+        "OK:RETVAL(1):OUTPUT(bad frame) (in Upload (converting and uploading, step 2 of 3), "
+        "which expected 'OK:RETVAL(0)')"
+    )
 
 
 def test_names_from_timing_log_labels():

@@ -86,7 +86,7 @@ def test_the_deadline_stops_a_job_that_cannot_finish(tmp_path):
     result, _ = run(job, tmp_path, deadline=2)
     assert not result.ok and result.succeeded == 0
     for why in result.failures.values():
-        assert why.startswith("job --deadline 2 s passed in Scripted Run one scripted shell command")
+        assert why == "job --deadline 2 s passed in Scripted (Run one scripted shell command, step 2 of 2)"
 
 
 # -- a relay partner lost in the middle of a chain --------------------------------------------
