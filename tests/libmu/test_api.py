@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import coordinator.libmu as libmu
 from coordinator.core import machine
 from coordinator.libmu import FDWrapper, defs, handler, machine_state, server, util
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_package_exports_the_names_of_mus_libmu():
@@ -52,6 +57,16 @@ def test_submodules_job_files_import():
         server.setup_server_listen  # noqa: B018
     with pytest.raises(AttributeError, match="own the connections"):
         util.connect_socket  # noqa: B018
+
+
+def test_importing_the_package_alone_makes_its_submodules_attributes():
+    """mu's ``import libmu`` made ``libmu.util``, ``libmu.server`` ... usable (through
+    machine_state's imports); a job file that says ``coordinator.libmu.util.rand_str`` after
+    ``import coordinator.libmu`` works. A fresh interpreter, so no other test's import helps."""
+    names = ["util", "handler", "server", "defs", "machine_state", "socket_nb", "fd_wrapper"]
+    code = f"import coordinator.libmu as m; print([n for n in {names!r} if not hasattr(m, n)])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_defs_debug_is_the_state_machines_debug_switch():
