@@ -39,6 +39,10 @@ from coordinator.report.cost import DEFAULT_WORKER_MEMORY_MB, PriceError, load_p
 from coordinator.report.streams import Guarded, silence
 from coordinator.report.summary import run_summary
 
+BACKENDS = ("local", "aws")  # --backend; the first is the default when $MU_BACKEND is unset
+DEFAULT_PORT = 13579
+MAX_PORT = 65535
+
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
@@ -86,15 +90,42 @@ def from_env(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
     return parse
 
 
+def port_number(least: int = 0) -> Callable[[str], int]:
+    """An argparse type: a TCP port from ``least`` (0: any free port) to 65535."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+        if not least <= value <= MAX_PORT:
+            free = " (0: any free port)" if least == 0 else ""
+            raise argparse.ArgumentTypeError(f"a port is {least} to {MAX_PORT}{free}, got {value}")
+        return value
+
+    return parse
+
+
+def check_backend(args: argparse.Namespace) -> None:
+    """``--backend`` defaults to ``$MU_BACKEND``, which argparse does not hold to the choices:
+    a bad value there is one line and exit status 2, before anything else is checked."""
+    backend = getattr(args, "backend", BACKENDS[0])
+    if backend not in BACKENDS:
+        print(f"mu: MU_BACKEND={backend!r} is not a backend: set it to local or aws, or unset it "
+              "(--backend local|aws overrides it)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+
+
 def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> None:
     """The options every job takes; ``relay`` adds those of jobs that run a relay."""
     g = p.add_argument_group("coordinator")
     g.add_argument("--dry-run", action="store_true",
                    help="check the inputs, print the plan and its cost estimate, launch nothing")  # fmt: skip
-    g.add_argument("--backend", choices=("local", "aws"), default="local", help="where workers run (local)")
-    g.add_argument("-t", "--port", type=from_env(int, "a whole number"),
-                   default=env_default("MU_PORT", "13579"),
-                   help="port to listen on; 0 picks one ($MU_PORT, else 13579)")  # fmt: skip
+    g.add_argument("--backend", choices=BACKENDS, default=os.environ.get("MU_BACKEND") or BACKENDS[0],
+                   help="where workers run ($MU_BACKEND, else local)")  # fmt: skip
+    g.add_argument("-t", "--port", type=from_env(port_number(0), "a port number, 0 to 65535"),
+                   default=env_default("MU_PORT", str(DEFAULT_PORT)),
+                   help=f"port to listen on; 0 picks a free one ($MU_PORT, else {DEFAULT_PORT})")  # fmt: skip
     g.add_argument("--host", default=None, help="address to listen on (127.0.0.1 local, 0.0.0.0 aws)")
     g.add_argument("--advertise", default=None, help="address workers dial (default: the listen address)")
     g.add_argument("-m", "--kill-time", type=_positive(float), default=None,
@@ -134,7 +165,8 @@ def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> Non
                    help="once this %% of actors is done, duplicate the stragglers (0: off)")  # fmt: skip
     g.add_argument("--deadline", type=_positive(float), default=None, help="seconds for the whole job (none)")
     if relay:
-        g.add_argument("--relay-port", type=int, default=None, help="port of the job's relay (PORT+1)")
+        g.add_argument("--relay-port", type=port_number(0), default=None,
+                       help="port of the job's relay; 0 picks a free one (PORT+1)")  # fmt: skip
     g.add_argument("--log-dir", default=None,
                    help="local backend: keep worker logs here (default: only if one failed)")  # fmt: skip
     g.add_argument(
@@ -193,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rl.add_argument("--keys", required=True, help="folder from 'mu genkeys' shared with the job")
     rl.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
-    rl.add_argument("--port", type=int, default=13580, help="port to listen on (13580)")
+    rl.add_argument("--port", type=port_number(0), default=13580,
+                    help="port to listen on; 0 picks a free one (13580)")  # fmt: skip
     rl.add_argument("--hold-seconds", type=_positive(float), default=600.0,
                     help="how long a message waits for its recipient (600)")  # fmt: skip
     rl.add_argument("--max-held-mb", type=_positive(int), default=256, help="bytes held in all, MiB (256)")
@@ -254,6 +287,7 @@ def validate_run(command: list[str]) -> None:
         if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
             file_parser = job_file_parser(command[1], module)
             file_args = file_parser.parse_args(command[2:])
+            check_backend(file_args)
             try:
                 aws_options.check(file_args)
                 check_workers(file_args, module.make_job(file_args))
@@ -262,6 +296,7 @@ def validate_run(command: list[str]) -> None:
         return
     parser = build_parser()
     args = parser.parse_args(command)
+    check_backend(args)
     try:
         aws_options.check(args)
         check_workers(args, job_modules()[args.job].make_job(args))
@@ -370,8 +405,12 @@ def _execute(
         return exc.status, None
     except PreflightError as exc:
         return _error(exc), None
-    if args.backend not in ("local", "aws"):
-        parser.error(f"--backend (or $MU_BACKEND) must be local or aws, got {args.backend!r}")
+    relay_port = getattr(args, "relay_port", None)  # only jobs that run a relay take --relay-port
+    if relay_port is None:
+        relay_port = args.port + 1 if args.port else 0
+        if job.relay and relay_port > MAX_PORT:
+            parser.error(f"--port {args.port} leaves no port for the job's relay (PORT+1): "
+                         "give --relay-port, or a lower --port")  # fmt: skip
     if args.spares < 0 or args.retries < 0:
         parser.error(f"--spares and --retries must be >= 0, got {args.spares} and {args.retries}")
     if not 0 <= args.speculate < 100:
@@ -424,9 +463,6 @@ def _execute(
                         concurrency=args.concurrency, io=io, memory_mb=args.worker_memory, prices=prices,
                         found=found))  # fmt: skip
         return 0, None
-    relay_port = getattr(args, "relay_port", None)  # only jobs that run a relay take --relay-port
-    if relay_port is None:
-        relay_port = args.port + 1 if args.port else 0
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
         timing_log=args.timing_log, timing_s3=args.timing_s3 or default_s3_url(job.bucket, job_id),
@@ -505,7 +541,9 @@ def cmd_run_file(path: str, argv: list[str]) -> int:
         return 2
     if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
         parser = job_file_parser(path, module)
-        return cmd_run(parser, parser.parse_args(argv), module)
+        args = parser.parse_args(argv)
+        check_backend(args)
+        return cmd_run(parser, args, module)
     saved = sys.argv
     sys.argv = [path, *argv]
     try:
@@ -595,6 +633,7 @@ def _main(argv: list[str]) -> int:
         return cmd_run_file(argv[1], argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_backend(args)
     if args.subcommand == "genkeys":
         return cmd_genkeys(args)
     if args.subcommand == "relay":

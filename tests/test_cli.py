@@ -37,7 +37,7 @@ def test_bad_environment_values_cost_nothing_until_their_option_is_used():
 @pytest.mark.parametrize(
     ("variable", "value", "given", "message"),
     [
-        ("MU_PORT", "abc", ("-t", "port", 5), "MU_PORT must be a whole number, got 'abc'"),
+        ("MU_PORT", "abc", ("-t", "port", 5), "MU_PORT must be a port number, 0 to 65535, got 'abc'"),
         ("MU_WORKER_MEMORY", "abc", ("--worker-memory", "worker_memory", 512),
          "MU_WORKER_MEMORY must be a whole number of MB above 0, got 'abc'"),
         ("MU_CONNECT_TIMEOUT", "x", ("--connect-timeout", "connect_timeout", 9.0),
@@ -152,3 +152,65 @@ def test_genkeys_and_relay_explain_themselves():
     assert "mu genkeys [-h] [--days DAYS] DIR" in genkeys and "never overwritten" in genkeys
     relay = mu("relay", "--help").stdout
     assert "HELLO_STATE:PREFIX:MYID:PARTNERID" in relay and "'mu genkeys' folder" in relay
+
+
+def parse(*argv: str):
+    return build_parser().parse_args(list(argv))
+
+
+def test_backend_defaults_to_mu_backend_and_the_option_wins(monkeypatch):
+    monkeypatch.delenv("MU_BACKEND", raising=False)
+    assert parse("run", "png2y4m", "-b", "x").backend == "local"
+    monkeypatch.setenv("MU_BACKEND", "aws")
+    assert parse("run", "png2y4m", "-b", "x").backend == "aws"
+    assert parse("map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "true").backend == "aws"
+    assert parse("run", "png2y4m", "-b", "x", "--backend", "local").backend == "local"
+    monkeypatch.setenv("MU_BACKEND", "")  # set but empty: as if unset
+    assert parse("run", "png2y4m", "-b", "x").backend == "local"
+
+
+def test_a_bad_mu_backend_is_one_line_and_exit_2():
+    bad = mu("run", "png2y4m", "-b", "x", env={"MU_BACKEND": "lambda"})
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "mu: MU_BACKEND='lambda' is not a backend: set it to local or aws, or unset it "
+        "(--backend local|aws overrides it)"
+    ]
+    # given on the command line, --backend wins over a bad variable (here: a dry run's usage error)
+    fine = mu("run", "png2y4m", "-b", "x", "-n", "0", "--backend", "local", env={"MU_BACKEND": "lambda"})
+    assert fine.returncode == 2 and "--workers must be at least 1" in fine.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-t", "70000"], "argument -t/--port: a port is 0 to 65535 (0: any free port), got 70000"),
+        (["-t", "-1"], "argument -t/--port: a port is 0 to 65535"),
+        (["--port", "http"], "argument -t/--port: expected a port number, got 'http'"),
+    ],
+)
+def test_port_out_of_range_is_a_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse("run", "png2y4m", "-b", "x", *argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_relay_ports_are_checked_too(capsys):
+    for argv in (
+        ["run", "scan", "-b", "x", "--relay-port", "65536"],
+        ["relay", "--keys", "k", "--port", "-2"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            parse(*argv)
+        assert exc.value.code == 2 and "a port is 0 to 65535" in capsys.readouterr().err
+    # scan's relay takes PORT+1 unless told otherwise: -t 65535 leaves it none
+    last = mu("run", "scan", "-b", "x", "-t", "65535", "--s3-endpoint", "http://127.0.0.1:9")
+    assert last.returncode == 2
+    assert "--port 65535 leaves no port for the job's relay (PORT+1): give --relay-port" in last.stderr
+
+
+def test_mu_port_is_checked_as_the_option_is():
+    bad = mu("run", "png2y4m", "-b", "x", env={"MU_PORT": "99999"})
+    assert bad.returncode == 2 and "MU_PORT must be a port number, 0 to 65535, got '99999'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert parse("run", "png2y4m", "-b", "x", "-t", "0").port == 0  # any free port

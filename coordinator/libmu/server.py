@@ -69,7 +69,8 @@ class _Run:
 
 _RUNS: dict[int, _Run] = {}
 
-# mu's flags by what they set: text, a whole number (with its least value), or True.
+MAX_PORT = 65535
+# mu's flags by what they set: text, a whole number (with its least and greatest value), or True.
 _TEXT_FLAGS = {
     "v": "video_name",
     "b": "bucket",
@@ -80,17 +81,17 @@ _TEXT_FLAGS = {
     "O": "out_file",
     "P": "profiling",
 }
-_WHOLE_FLAGS: dict[str, tuple[str, int | None]] = {
-    "f": ("num_frames", 1),
-    "o": ("num_offset", 0),
-    "n": ("num_parts", 1),
-    "t": ("port_number", 0),
-    "Y": ("quality_y", None),
-    "S": ("quality_s", None),
-    "T": ("state_srv_port", 0),
-    "R": ("state_srv_threads", 1),
-    "K": ("keyframe_distance", 1),
-    "X": ("overprovision", 0),
+_WHOLE_FLAGS: dict[str, tuple[str, int | None, int | None]] = {
+    "f": ("num_frames", 1, None),
+    "o": ("num_offset", 0, None),
+    "n": ("num_parts", 1, None),
+    "t": ("port_number", 0, MAX_PORT),  # 0: any free port (workers learn it from their event)
+    "Y": ("quality_y", None, None),
+    "S": ("quality_s", None, None),
+    "T": ("state_srv_port", None, None),  # checked with -R by _check_relay_ports
+    "R": ("state_srv_threads", 1, None),
+    "K": ("keyframe_distance", 1, None),
+    "X": ("overprovision", 0, None),
 }
 _SWITCHES = {"x": "run_xcenc", "u": "upload_states", "M": "hashed_names"}
 
@@ -187,10 +188,10 @@ def to_numlist(arg: str, outlist: list[int]) -> None:
 
 
 def _project_parser() -> argparse.ArgumentParser:
-    from coordinator.cli import add_server_arguments
+    from coordinator import cli
 
     parser = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS)
-    add_server_arguments(parser)
+    cli.add_server_arguments(parser)
     return parser
 
 
@@ -230,14 +231,33 @@ def _usage_error(message: str, usage: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def _integer(flag: str, arg: str, usage: str, least: int | None = None) -> int:
+def _integer(flag: str, arg: str, usage: str, least: int | None = None, most: int | None = None) -> int:
     try:
         value = int(arg)
     except ValueError:
         _usage_error(f"-{flag} takes a whole number, got '{arg}'", usage)
+    if most == MAX_PORT and not (least or 0) <= value <= most:
+        free = " (0: any free port)" if least == 0 else ""
+        _usage_error(f"-{flag} takes a port from {least} to {most}{free}, got {value}", usage)
     if least is not None and value < least:
         _usage_error(f"-{flag} must be at least {least}, got {value}", usage)
+    if most is not None and value > most:
+        _usage_error(f"-{flag} must be at most {most}, got {value}", usage)
     return value
+
+
+def _check_relay_ports(server_info: Any, usage: str) -> None:
+    """``-T``/``-R``: the job's relays listen on ports -T to -T+R-1. The states write -T into
+    their ``connect:`` commands when each worker connects, so "any free port" (0) cannot work."""
+    first = int(server_info.state_srv_port)
+    threads = int(getattr(server_info, "state_srv_threads", 1) or 1)
+    if not 1 <= first <= MAX_PORT:
+        _usage_error(f"-T takes a port from 1 to {MAX_PORT}, got {first} (the job's states put it into "
+                     "their connect: commands, so it must be known before the relay listens)",
+                     usage)  # fmt: skip
+    if first + threads - 1 > MAX_PORT:
+        _usage_error(f"-T {first} with -R {threads} needs ports {first} to {first + threads - 1}, past "
+                     f"{MAX_PORT}: lower -T or -R", usage)  # fmt: skip
 
 
 def _numbers(flag: str, arg: str, usage: str) -> list[int]:
@@ -256,8 +276,8 @@ def _apply(server_info: Any, flag: str, arg: str, usage: str) -> None:
     if flag in _TEXT_FLAGS:
         setattr(server_info, _TEXT_FLAGS[flag], arg)
     elif flag in _WHOLE_FLAGS:
-        name, least = _WHOLE_FLAGS[flag]
-        setattr(server_info, name, _integer(flag, arg, usage, least))
+        name, least, most = _WHOLE_FLAGS[flag]
+        setattr(server_info, name, _integer(flag, arg, usage, least, most))
     elif flag in _SWITCHES:
         setattr(server_info, _SWITCHES[flag], True)
     elif flag == "D":
@@ -301,6 +321,8 @@ def options(server_info: Any) -> None:
 
     Usage errors print the message and the usage, and exit with status 2.
     """
+    from coordinator import cli
+
     usage, optstring = usage_str(server_info)
     actions = _long_actions(server_info)
     takes_value = {_long_name(a): a.nargs != 0 for a in actions}
@@ -340,6 +362,9 @@ def options(server_info: Any) -> None:
     except SystemExit:
         print(usage, file=sys.stderr)
         raise
+    cli.check_backend(args)
+    if hasattr(server_info, "state_srv_port"):
+        _check_relay_ports(server_info, usage)
 
     if hasattr(server_info, "quality_y") and hasattr(server_info, "quality_str"):
         qs = getattr(server_info, "quality_s", None)

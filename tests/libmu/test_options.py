@@ -246,6 +246,8 @@ def test_kill_time_flag(monkeypatch):
         ),
         (["-c", "ca.pem"], "give all of -c caCert, -s srvCert and -k srvKey"),
         (["--kill-time", "0"], "must be greater than 0"),
+        (["-t", "70000"], "-t takes a port from 0 to 65535 (0: any free port), got 70000"),
+        (["-t", "-1"], "-t takes a port from 0 to 65535"),
     ],
 )
 def test_bad_flags_print_the_usage_and_exit_2(monkeypatch, capsys, argv, message):
@@ -254,6 +256,47 @@ def test_bad_flags_print_the_usage_and_exit_2(monkeypatch, capsys, argv, message
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Usage:" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-T", "70000"], "-T takes a port from 1 to 65535, got 70000"),
+        # the states write -T into connect: as each worker connects: 'any free port' cannot work
+        (["-T", "0"], "-T takes a port from 1 to 65535, got 0 (the job's states put it into their connect:"),
+        (["-T", "65535", "-R", "2"], "-T 65535 with -R 2 needs ports 65535 to 65536, past 65535"),
+        (["-R", "3", "-T", "65534"], "-T 65534 with -R 3 needs ports 65534 to 65536"),
+    ],
+)
+def test_relay_ports_out_of_range_are_usage_errors(monkeypatch, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        parse(monkeypatch, xcenc_settings(), *argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Usage:" in err
+
+
+def test_port_zero_picks_a_free_port_and_the_last_relay_port_is_allowed(monkeypatch):
+    s = parse(monkeypatch, xcenc_settings(), "-t", "0", "-T", "65534", "-R", "2", "--backend", "local",
+              "--s3-endpoint", "http://127.0.0.1:9")  # fmt: skip
+    assert (s.port_number, s.state_srv_port) == (0, 65534)
+    assert server._job(object, s, server._RUNS[id(s)]).relay_ports == (65534, 65535)
+
+
+def test_mu_backend_is_the_default_backend_of_a_job_file(monkeypatch, capsys):
+    monkeypatch.setenv("MU_BACKEND", "aws")
+    s = parse(monkeypatch, png2y4m_settings())
+    assert server._RUNS[id(s)].args.backend == "aws"
+    s = parse(monkeypatch, png2y4m_settings(), "--backend", "local", "--s3-endpoint", "http://127.0.0.1:9")
+    assert server._RUNS[id(s)].args.backend == "local"
+    monkeypatch.setenv("MU_BACKEND", "gcp")
+    with pytest.raises(SystemExit) as exc:
+        parse(monkeypatch, png2y4m_settings())
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mu: MU_BACKEND='gcp' is not a backend: set it to local or aws, or unset it "
+        "(--backend local|aws overrides it)"
+    ]
 
 
 def test_u_shows_the_usage_and_exits_0(monkeypatch, capsys):
