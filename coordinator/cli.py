@@ -373,12 +373,14 @@ def execute(
     args: argparse.Namespace,
     make_job: Callable[..., Job],
     job_io: Callable[[Job], JobIO] | None = None,
+    port_flags: tuple[str, str] = ("--port", "--relay-port"),
 ) -> tuple[int, JobResult | None]:
     """Build the job from ``args`` and run it; returns the exit status and the result.
-    SIGINT and SIGTERM end it in order with status 130 and 143 (README: Stopping a job)."""
+    SIGINT and SIGTERM end it in order with status 130 and 143 (README: Stopping a job).
+    ``port_flags`` name the options of the coordinator's and the relay's port in messages."""
     try:
         with interruptible():
-            return _execute(parser, args, make_job, job_io)
+            return _execute(parser, args, make_job, job_io, port_flags)
     except Interrupted as exc:
         print(f"mu: {exc}", file=sys.stderr)
         return 128 + exc.signal, None
@@ -389,6 +391,7 @@ def _execute(
     args: argparse.Namespace,
     make_job: Callable[..., Job],
     job_io: Callable[[Job], JobIO] | None,
+    port_flags: tuple[str, str],
 ) -> tuple[int, JobResult | None]:
     """``execute``'s body: pre-flight checks, then the run. ``job_io`` says what the job reads
     and writes, for the input checks."""
@@ -468,6 +471,7 @@ def _execute(
         timing_log=args.timing_log, timing_s3=args.timing_s3 or default_s3_url(job.bucket, job_id),
         spares=args.spares, relay_port=relay_port, retries=args.retries,
         speculate=args.speculate, deadline=args.deadline, hello_timeout=args.hello_timeout,
+        port_flag=port_flags[0], relay_port_flag=port_flags[1],
     )  # fmt: skip
     worker_logs = worker_log_place(args, launcher)
     options.meta = {
@@ -585,7 +589,10 @@ def cmd_relay(args: argparse.Namespace) -> int:
             stall_seconds=args.stall_timeout,
         )
 
-        port = await relay.start(args.host, args.port)
+        try:
+            port = await relay.start(args.host, args.port)
+        except OSError as exc:
+            raise OSError(f"{exc}; pick another port with --port") from exc
         print(f"mu relay: listening on {args.host}:{port}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
 

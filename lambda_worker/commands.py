@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .event import WorkerEvent
+from .wire import quote
 
 OUTPUT_TAIL = 16 * 1024  # bytes of a command's output kept for its reply: the end explains a failure
 PEER_INFO_LIMIT = 4096  # bytes of an unrecognised peer message forwarded as INFO:peer:
@@ -208,7 +209,10 @@ def command_for(vals: dict[str, Any], templates: dict[str, str | list[str]], arg
     """
     cmd = _text(arg, "run") if arg else str(vals.get("command") or "")
     if not cmd:
-        raise CommandError("run: no command given and the job has no default command; send run:CMD")
+        raise CommandError(
+            "run: a bare 'run:' runs the job's default command, and this job has none: give it one "
+            "(a mu job file: --command 'CMD'; the invocation event's 'command'), or send run:CMD"
+        )
     use_vars = _template(vals, templates, "vars")
     if use_vars is not None:
         cmd = f"{_as_words(use_vars)} {cmd}"
@@ -320,7 +324,7 @@ def transfer_for(name: str, vals: dict[str, Any], arg: bytes, tmpdir: str) -> Tr
     if arg:
         key_b, sep, file_b = arg.partition(b"\0")
         if not sep or not key_b or not file_b:
-            raise CommandError(f"{name}: inline form is '{name}:KEY\\0FILE', got {arg[:120]!r}")
+            raise CommandError(f"{name}: inline form is '{name}:KEY\\0FILE', got {quote(arg, 120)}")
         key, path = _text(key_b, name), _text(file_b, name)
     else:
         for var in (key_var, file_var):
@@ -329,7 +333,10 @@ def transfer_for(name: str, vals: dict[str, Any], arg: bytes, tmpdir: str) -> Tr
         key, path = str(vals[key_var]), str(vals[file_var])
     bucket = vals.get("bucket")
     if not bucket:
-        raise CommandError(f"{name}: 'bucket' is not set; send set:bucket:NAME first")
+        raise CommandError(
+            f"{name}: no bucket: the job named none (its -b BUCKET option, the invocation event's "
+            "'bucket') and no set:bucket:NAME came first"
+        )
     path = check_expanded(path.replace("##TMPDIR##", tmpdir), f"{name} file")
     if flag_on(vals.get("hash_s3keys")):
         key = hashed_key(key)
@@ -346,6 +353,26 @@ def s3_reason(exc: BaseException) -> str:
         }.get(str(code), "")  # fmt: skip
         return f"{code} {message}".strip()
     return f"{type(exc).__name__}: {exc}"
+
+
+def s3_problem(t: Transfer, exc: BaseException, region: str, endpoint: str | None) -> str:
+    """Why a transfer failed and what to check: S3's code, and for the usual ones (no such
+    object or bucket, access denied) the bucket, key and place it looked, in words."""
+    reason = s3_reason(exc)
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    place = f"region {region}" + (f", endpoint {endpoint}" if endpoint else "")
+    action = "s3:GetObject" if t.name == "retrieve" else "s3:PutObject"
+    if code == "NoSuchBucket" or (code == "404" and t.name == "upload"):
+        hint = f"there is no bucket '{t.bucket}' ({place}): check the job's bucket (-b BUCKET)"
+    elif code in ("404", "NoSuchKey"):  # a HEAD cannot say whether the key or the bucket is missing
+        hint = (f"there is no object '{t.key}' in bucket '{t.bucket}' ({place}): check the key the job "
+                "asks for (its input names) and that the inputs were uploaded to this bucket")  # fmt: skip
+    elif code in ("403", "AccessDenied"):
+        hint = (f"access to s3://{t.bucket}/{t.key} was denied: the worker needs {action} on it (and "
+                "without s3:ListBucket on the bucket, S3 answers a missing key with 403 too)")  # fmt: skip
+    else:
+        return reason
+    return f"{reason}: {hint}"
 
 
 def running_reply(cmd: str) -> bytes:
@@ -372,13 +399,13 @@ def connect_for(arg: bytes) -> Connect:
     host_b, sep1, rest = arg.partition(b":")
     port_b, sep2, hello = rest.partition(b":")
     if not (sep1 and sep2 and host_b):
-        raise CommandError(f"connect needs 'connect:HOST:PORT:MSG', got 'connect:{arg[:80]!r}'")
+        raise CommandError(f"connect needs 'connect:HOST:PORT:MSG', got {quote(b'connect:' + arg, 88)}")
     try:
         host = host_b.decode("ascii")
     except UnicodeDecodeError:
-        raise CommandError(f"connect: host {host_b[:80]!r} is not an ASCII host name or address") from None
+        raise CommandError(f"connect: host {quote(host_b)} is not an ASCII host name or address") from None
     if not port_b.isdigit() or not 0 < int(port_b) < 65536:
-        raise CommandError(f"connect: port must be 1-65535, got {port_b[:20]!r}")
+        raise CommandError(f"connect: port must be 1-65535, got {quote(port_b, 20)}")
     return Connect(host, int(port_b), hello)
 
 
@@ -435,13 +462,13 @@ def peer_message(msg: bytes) -> PeerFile | PeerState | PeerReport:
         head, sep, data = msg.partition(b":")
         match = STATE_HEAD.fullmatch(head)
         if not sep or not match:
-            return peer_error(f"bad STATE message header {head[:40]!r}; expected STATE(n):DATA")
+            return peer_error(f"bad STATE message header {quote(head, 40)}; expected STATE(n):DATA")
         return PeerState(int(match.group(1)), data)
     if msg.startswith(b"FILE:"):
         name_b, sep, payload = msg[5:].partition(b":")
         name = name_b.decode("ascii", "replace")
         if not sep or not SAFE_NAME.fullmatch(name):
-            return peer_error(f"bad FILE message name {name_b[:80]!r}; names are 1-128 of A-Z a-z 0-9 . _ -")
+            return peer_error(f"bad FILE message name {quote(name_b)}; names are 1-128 of A-Z a-z 0-9 . _ -")
         return PeerFile(name, payload)
     if len(msg) > PEER_INFO_LIMIT:
         msg = msg[:PEER_INFO_LIMIT] + b"[... %d more bytes]" % (len(msg) - PEER_INFO_LIMIT)

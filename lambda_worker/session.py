@@ -30,7 +30,7 @@ from .pycall import protocol as pycall
 from .pycall.calls import PythonCalls, Settings
 from .tlsconf import SERVER_NAME
 from .transfer import S3Transfers
-from .wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from .wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote
 
 READ_SIZE = 256 * 1024
 CONNECT_TIMEOUT = 30.0  # seconds to reach the relay for connect:
@@ -209,7 +209,7 @@ class Session:
         if writer is None or writer.is_closing():
             return
         if len(body) > self.max_frame:
-            body = cmds.fail(f"the reply ({body[:40]!r}...) would be {len(body)} bytes, over the "
+            body = cmds.fail(f"the reply ({quote(body, 40)}) would be {len(body)} bytes, over the "
                              f"{self.max_frame}-byte message limit")  # fmt: skip
         writer.write(encode(body))
         with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):

@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .commands import CommandError, Transfer, s3_reason
+from .commands import CommandError, Transfer, s3_problem
 
 CONNECT_TIMEOUT = 5  # seconds to open a connection to S3
 READ_TIMEOUT = 20  # seconds a socket read may wait
@@ -62,6 +62,9 @@ class S3Transfers:
 
     async def run(self, t: Transfer) -> bytes:
         """Carry out one transfer; ``OK:RETRIEVE(...)`` / ``OK:UPLOAD(...)`` or CommandError."""
+        if t.name == "upload" and os.path.isdir(t.path):
+            raise CommandError(f"UPLOAD({t.where}): {t.path} is a directory; upload: sends one file "
+                               "(pack a folder first, e.g. run:tar -C DIR -cf FILE .)")  # fmt: skip
         if t.name == "upload" and not os.path.isfile(t.path):
             raise CommandError(f"UPLOAD({t.where}): local file {t.path} does not exist")
         manager = self._transfer_manager()
@@ -73,7 +76,7 @@ class S3Transfers:
             else:
                 future = manager.upload(t.path, t.bucket, t.key)
         except Exception as exc:
-            raise CommandError(f"{t.name.upper()}({t.where}) with {t.path}: {s3_reason(exc)}") from exc
+            raise CommandError(f"{t.name.upper()}({t.where}) with {t.path}: {self._problem(t, exc)}") from exc
         self._futures.add(future)
         try:
             await asyncio.get_running_loop().run_in_executor(self._waiters, future.result)
@@ -82,10 +85,14 @@ class S3Transfers:
             raise
         except Exception as exc:  # boto3 raises many kinds; every one becomes a FAIL
             side = "to" if t.name == "retrieve" else "from"
-            raise CommandError(f"{t.name.upper()}({t.where}) {side} {t.path}: {s3_reason(exc)}") from exc
+            why = self._problem(t, exc)
+            raise CommandError(f"{t.name.upper()}({t.where}) {side} {t.path}: {why}") from exc
         finally:
             self._futures.discard(future)
         return t.done()
+
+    def _problem(self, t: Transfer, exc: BaseException) -> str:
+        return s3_problem(t, exc, self.region, self.endpoint)
 
     def cancel_all(self) -> None:
         for future in list(self._futures):

@@ -11,6 +11,13 @@ HEADER_LEN = HEADER_DIGITS + 1  # the digits and one space
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 
+def quote(data: bytes, limit: int = 80) -> str:
+    """Part of a message as text for an error message: ``'connect:10.0.0.1'``, never Python's
+    ``b'...'``; bytes that are not UTF-8 show as U+FFFD, control characters escaped."""
+    text = repr(data[:limit].decode("utf-8", "replace"))
+    return text[:-1] + "...'" if len(data) > limit else text
+
+
 class ProtocolError(Exception):
     """The peer sent bytes that are not a mu frame; the connection cannot be trusted further."""
 
@@ -65,13 +72,13 @@ class Decoder:
         digits = head[:HEADER_DIGITS]
         if not digits.isdigit() and digits:
             raise ProtocolError(
-                f"frame header must be 12 ASCII digits and a space, got {head[:HEADER_LEN]!r}"
+                f"frame header must be 12 ASCII digits and a space, got {quote(head, HEADER_LEN)}"
             )
 
     def _parse_header(self, head: bytes) -> int:
         digits, sep = head[:HEADER_DIGITS], head[HEADER_DIGITS:]
         if not digits.isdigit() or sep != b" ":
-            raise ProtocolError(f"frame header must be 12 ASCII digits and a space, got {head!r}")
+            raise ProtocolError(f"frame header must be 12 ASCII digits and a space, got {quote(head)}")
         length = int(digits)
         if length > self.max_frame:
             raise ProtocolError(f"frame of {length} bytes exceeds the maximum of {self.max_frame} bytes")

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coordinator.core.gate import READ_SIZE, Gate, limit_tls_buffers
-from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote
 
 DEFAULT_HOLD_SECONDS = 600.0
 DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024
@@ -81,7 +81,7 @@ class RelayCore:
         parts = msg.decode("utf-8", "replace").split(":")
         if len(parts) != 4 or parts[0] != "HELLO_STATE" or not all(map(PEER_ID.fullmatch, parts[2:])):
             raise RelayError(
-                f"first message must be HELLO_STATE:PREFIX:MYID:PARTNERID with integer ids, got {msg[:80]!r}"
+                f"first message must be HELLO_STATE:PREFIX:MYID:PARTNERID with integer ids, got {quote(msg)}"
             )
         prefix, me, partner = parts[1], str(int(parts[2])), str(int(parts[3]))  # as mu: 00000003 is 3
         address = (prefix, me)
@@ -206,9 +206,8 @@ class Relay:
         try:
             self._server = await asyncio.start_server(self._accept, host, port, backlog=4096)
         except OSError as exc:
-            raise OSError(
-                f"relay cannot listen on {host}:{port}: {exc.strerror}; pick another --relay-port"
-            ) from exc
+            # the caller adds which option picks another port: it differs by command
+            raise OSError(f"relay cannot listen on {host}:{port}: {exc.strerror}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return self.port

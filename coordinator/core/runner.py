@@ -119,7 +119,10 @@ async def run_job(
             max_pending=max(4096, job.workers + options.spares + FLOOD_HEADROOM),
         )
         relays.append(relay)
-        port = await relay.start(options.host, port)
+        try:
+            port = await relay.start(options.host, port)
+        except OSError as exc:
+            raise OSError(f"{exc}; pick another port with {options.relay_port_flag}") from exc
         status.event(f"relay listening on {options.host}:{port}")
         return port
 

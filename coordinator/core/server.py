@@ -24,7 +24,7 @@ from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
 from coordinator.report import timing
 from coordinator.report.names import in_words
-from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 FLOOD_HEADROOM = 1024
@@ -134,6 +134,9 @@ class ServerOptions:
     timing_s3: str | None = None  # s3://BUCKET/KEY
     spares: int = 0  # extra workers launched; the first N to connect get actors, the rest quit
     relay_port: int = 0  # for jobs that pass data between workers; 0 picks a free port
+    # The options that set the two ports, named when a port cannot be had (mu job files: -t, -T).
+    port_flag: str = "--port"
+    relay_port_flag: str = "--relay-port"
     # What the timing log records besides the server's books: backend, job id, cost inputs
     # (see coordinator.report.timing.document); "prices" overrides the cost table.
     meta: dict[str, Any] = field(default_factory=dict)
@@ -195,7 +198,9 @@ class Coordinator:
             )
         except OSError as exc:
             where = f"{self.opts.host}:{self.opts.port}"
-            raise OSError(f"cannot listen on {where}: {exc.strerror}; pick another port with --port") from exc
+            raise OSError(
+                f"cannot listen on {where}: {exc.strerror}; pick another port with {self.opts.port_flag}"
+            ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
@@ -392,7 +397,7 @@ class Coordinator:
         decoder = Decoder(self.opts.max_frame)
         first = await self.gate.first_messages(reader, writer, decoder, peer)
         if first is not None and first[0] != b"OK:HELLO":
-            self.gate.reject(peer, f"first message {first[0][:40]!r} is not OK:HELLO")
+            self.gate.reject(peer, f"first message {quote(first[0], 40)} is not OK:HELLO")
             first = None
         if first is None:
             await self._close(writer)

@@ -273,6 +273,8 @@ def _numbers(flag: str, arg: str, usage: str) -> list[int]:
 
 def _apply(server_info: Any, flag: str, arg: str, usage: str) -> None:
     """One mu flag, with mu's meaning (see mu's libmu/server.py ``options``)."""
+    if flag == "b" and not arg.strip():
+        _usage_error("-b needs the name of the S3 bucket the job reads and writes, got ''", usage)
     if flag in _TEXT_FLAGS:
         setattr(server_info, _TEXT_FLAGS[flag], arg)
     elif flag in _WHOLE_FLAGS:
@@ -492,6 +494,46 @@ def _job(constructor: Any, server_info: Any, run: _Run, args: argparse.Namespace
     )
 
 
+# Class attributes through which one mu state class names the next ones it may build.
+_NEXT_STATES = ("nextState", "loopState", "exitState", "consequentState", "alternativeState")
+
+
+def bare_run_states(initial: Any) -> list[str]:
+    """The state classes reachable from ``initial`` whose commands include a bare ``run:``,
+    which runs the job's default command (in mu, the one built into the Lambda function).
+    Only what the classes say statically is seen: a command made in ``__init__`` is not."""
+    found: list[str] = []
+    seen: set[type] = set()
+    todo = [initial]
+    while todo:
+        cls = todo.pop()
+        if not isinstance(cls, type) or cls in seen:
+            continue
+        seen.add(cls)
+        entries = [*(getattr(cls, "commandlist", None) or []), getattr(cls, "command", None)]
+        commands = [entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry for entry in entries]
+        if any(isinstance(c, (str, bytes)) and c.strip() in ("run:", b"run:") for c in commands):
+            found.append(cls.__name__)
+        todo += [getattr(cls, attr, None) for attr in _NEXT_STATES]
+        todo += list(getattr(cls, "state_constructors", None) or [])
+    return sorted(found)
+
+
+def _check_default_command(constructor: Any, run: _Run) -> None:
+    """A job whose states send a bare ``run:`` needs ``--command``: said before anything starts,
+    instead of as the first failure of every worker."""
+    if run.command or (run.event or {}).get("command"):
+        return
+    states = bare_run_states(constructor)
+    if states:
+        _usage_error(
+            f"this job's states send a bare 'run:' ({', '.join(states)}), which runs the job's default "
+            "command; in mu that was the command built into its Lambda function (lambdaize.sh). "
+            "Pass it with --command 'CMD', e.g. --command './png2y4m -i -d -o ##OUTFILE## ##INFILE##'",
+            run.usage,
+        )
+
+
 def _coordinator_args(server_info: Any, run: _Run) -> argparse.Namespace:
     """The project's options, with the values of mu's flags put where the project keeps them."""
     args = argparse.Namespace(**vars(run.args))
@@ -528,6 +570,7 @@ def server_main_loop(states: list[Any], constructor: Any, server_info: Any) -> N
     from coordinator import cli
 
     run = _RUNS.get(id(server_info)) or _default_run(server_info)
+    _check_default_command(constructor, run)
     args = _coordinator_args(server_info, run)
     if args.backend == "aws" and hasattr(server_info, "state_srv_port"):
         where = getattr(server_info, "state_srv_addr", "")
@@ -540,7 +583,7 @@ def server_main_loop(states: list[Any], constructor: Any, server_info: Any) -> N
         jobs.append(_job(constructor, server_info, run, settled))
         return jobs[-1]
 
-    code, result = cli.execute(_MuUsage(run.usage), args, make_job)
+    code, result = cli.execute(_MuUsage(run.usage), args, make_job, port_flags=("-t", "-T"))
     if result is not None:
         order = jobs[0].order or list(range(jobs[0].workers))
         states.extend(result.final_states[actor] for actor in order if actor in result.final_states)

@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 
 from lambda_worker.commands import CommandError
+from lambda_worker.wire import quote
 
 MODES = ("cloudpickle", "pickle")
 KINDS = ("exit", "signal", "timeout", "memory", "runner", "transfer", "deadline", "bad")
@@ -71,7 +72,9 @@ class Payload:
             return cls(raw[1:])
         if raw[:1] == IN_BUCKET and len(raw) > 1:
             return cls(key=raw[1:].decode("utf-8", "replace"))
-        raise BadCommandError(f"a payload starts with '=' (inline) or '@' (a bucket key), got {raw[:20]!r}")
+        raise BadCommandError(
+            f"a payload starts with '=' (inline) or '@' (a bucket key), got {quote(raw, 20)}"
+        )
 
 
 def object_key(prefix: str, call: int, what: str, attempt: int | None = None) -> str:
@@ -127,7 +130,7 @@ def cancel_command(ident: str) -> bytes:
 def _fields(arg: bytes, count: int, what: str) -> list[bytes]:
     parts = arg.split(b":", count)
     if len(parts) != count + 1:
-        raise BadCommandError(f"{what} needs {count} fields before its payload, got {arg[:80]!r}")
+        raise BadCommandError(f"{what} needs {count} fields before its payload, got {quote(arg)}")
     return parts
 
 
@@ -160,10 +163,12 @@ def parse_call(arg: bytes) -> Call:
         memory_mb = int(memory) if memory else None
     except ValueError:
         raise BadCommandError(
-            f"py_call timeout and memory must be numbers, got {limit[:20]!r}, {memory[:20]!r}"
+            f"py_call timeout and memory must be numbers, got {quote(limit, 20)}, {quote(memory, 20)}"
         ) from None
     if (timeout is not None and not timeout > 0) or (memory_mb is not None and memory_mb <= 0):
-        raise BadCommandError(f"py_call timeout and memory must be above 0, got {limit!r}, {memory!r}")
+        raise BadCommandError(
+            f"py_call timeout and memory must be above 0, got {quote(limit)}, {quote(memory)}"
+        )
     return Call(_ident(ident), _hash(fn_hash), timeout, memory_mb, Payload.decode(payload))
 
 

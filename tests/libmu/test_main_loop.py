@@ -76,3 +76,23 @@ def test_a_failed_worker_ends_the_job_file_with_status_1_and_its_error_state(mon
     assert (
         "1 of 2 workers failed" in err and "actor 1: OK:RETVAL(3)" in err and "expected 'OK:RETVAL(0)'" in err
     )
+
+
+def test_a_port_in_use_names_the_job_files_own_flags(monkeypatch, tmp_path, capsys):
+    """mu job files set the ports with -t and -T; a bind failure says so (mu run's jobs: --port)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag in ("-T", "-t"):
+            module = load_job_file(JOB)
+            relay = consecutive_free_ports(1)
+            ports = {"-t": "0", "-T": str(relay), flag: str(port)}
+            monkeypatch.setattr("sys.argv", [JOB, "-t", ports["-t"], "-T", ports["-T"], "--log-dir",
+                                             str(tmp_path / "logs"), "-n", "1"])  # fmt: skip
+            with pytest.raises(SystemExit) as exc:
+                module.main()
+            assert exc.value.code == 1
+            err = capsys.readouterr().err
+            assert f"cannot listen on 127.0.0.1:{port}" in err and f"pick another port with {flag}" in err
+            assert "--port" not in err and "--relay-port" not in err

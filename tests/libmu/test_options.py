@@ -246,6 +246,7 @@ def test_kill_time_flag(monkeypatch):
         ),
         (["-c", "ca.pem"], "give all of -c caCert, -s srvCert and -k srvKey"),
         (["--kill-time", "0"], "must be greater than 0"),
+        (["-b", ""], "-b needs the name of the S3 bucket the job reads and writes, got ''"),
         (["-t", "70000"], "-t takes a port from 0 to 65535 (0: any free port), got 70000"),
         (["-t", "-1"], "-t takes a port from 0 to 65535"),
     ],
@@ -423,3 +424,21 @@ def test_to_numlist_fills_the_list_in_place():
     values = [9]
     server.to_numlist("1, 2,,3", values)
     assert values == [1, 2, 3]
+
+
+def test_states_that_send_a_bare_run_are_found_before_launch(monkeypatch, capsys):
+    """mu's png2y4m and vpxenc send a bare ``run:`` (the command mu built into the Lambda
+    function); without --command every worker would fail on it, so the job does not start."""
+    module = load_job_file(str(Path(__file__).parent / "jobs" / "png2y4m_job.py"))
+    assert server.bare_run_states(module.ConfigState) == ["RetrieveAndRunState"]
+    xcenc_like = load_job_file(str(Path(__file__).parent / "jobs" / "relay_greet_server.py"))
+    assert server.bare_run_states(xcenc_like.GreetState) == []  # its run: is made in __init__
+
+    s = parse(monkeypatch, module.ServerInfo, "--s3-endpoint", "http://127.0.0.1:9")
+    server.server_launch(s, {"nonblock": 0, "bucket": "b"}, "", "")
+    with pytest.raises(SystemExit) as exc:
+        server.server_main_loop([], module.ConfigState, s)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: this job's states send a bare 'run:' (RetrieveAndRunState)")
+    assert "Pass it with --command 'CMD'" in err

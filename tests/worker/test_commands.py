@@ -129,7 +129,7 @@ def test_run_without_a_command_runs_the_functions_cmdstring(vals):
     assert run_cmd(vals) == "tool in.png"
     assert run_cmd(vals, b"echo ##TMPDIR##") == f"echo {TMP}"
     vals["command"] = ""
-    with pytest.raises(CommandError, match="no default command"):
+    with pytest.raises(CommandError, match="runs the job.s default command, and this job has none"):
         run_cmd(vals)
 
 
@@ -241,7 +241,7 @@ def test_transfer_from_variables_or_the_inline_key_nul_file(vals):
     with pytest.raises(CommandError, match="NUL byte"):
         c.transfer_for("retrieve", vals, b"k\x00f\x00g", TMP)
     vals["bucket"] = ""
-    with pytest.raises(CommandError, match="'bucket' is not set"):
+    with pytest.raises(CommandError, match="no bucket: the job named none"):
         c.transfer_for("upload", vals, b"k\x00f", TMP)
 
 

@@ -149,6 +149,43 @@ def test_bad_commands_fail_and_the_worker_keeps_serving(keys, s3, bucket):
     assert r["alive"] == b"OK:ECHO(alive)"
 
 
+def test_failures_say_what_was_wrong_and_what_to_check(keys, s3, bucket):
+    """Project rule: a FAIL names the bucket and key, and the option or command that fixes it;
+    bytes are quoted as text, never as Python's b'...'."""
+
+    async def scenario():
+        coord, proc, conn = await hello(keys, bucket="", s3_endpoint=s3.endpoint)
+        replies = {
+            "no_bucket": await conn.cmd(b"retrieve:k\x00##TMPDIR##/x"),
+            "bare_run": await conn.cmd("run:"),
+            "set_bucket": await conn.cmd(f"set:bucket:{bucket}"),
+            "missing_key": await conn.cmd(b"retrieve:in/00000001.png\x00##TMPDIR##/x"),
+            "mkdir": await conn.cmd("run:mkdir -p ##TMPDIR##/folder && echo x > ##TMPDIR##/file"),
+            "upload_dir": await conn.cmd(b"upload:out/k\x00##TMPDIR##/folder"),
+            "no_such_bucket": await conn.cmd("set:bucket:no-such-bucket-here")
+            and await conn.cmd(b"upload:k\x00##TMPDIR##/file"),
+            "connect_form": await conn.cmd("connect:127.0.0.1"),
+            "connect_port": await conn.cmd("connect:127.0.0.1:0:HELLO"),
+        }
+        await conn.send("quit:")
+        await finish(proc)
+        await coord.__aexit__()
+        return {k: v.decode() for k, v in replies.items()}
+
+    r = run(scenario())
+    assert r["no_bucket"].startswith("FAIL(retrieve: no bucket: the job named none (its -b BUCKET option")
+    assert "--command 'CMD'" in r["bare_run"] and r["bare_run"].startswith("FAIL(run: a bare 'run:'")
+    assert r["missing_key"].startswith(f"FAIL(RETRIEVE({bucket}/in/00000001.png) to ")
+    assert f"there is no object 'in/00000001.png' in bucket '{bucket}' (region us-east-1, endpoint " \
+        f"{s3.endpoint}): check the key the job asks for" in r["missing_key"]
+    assert r["upload_dir"].startswith(f"FAIL(UPLOAD({bucket}/out/k): ")
+    assert "/folder is a directory; upload: sends one file" in r["upload_dir"]
+    assert "there is no bucket 'no-such-bucket-here'" in r["no_such_bucket"], r["no_such_bucket"]
+    assert r["connect_form"] == "FAIL(connect needs 'connect:HOST:PORT:MSG', got 'connect:127.0.0.1')"
+    assert r["connect_port"] == "FAIL(connect: port must be 1-65535, got '0')"
+    assert not [text for text in r.values() if re.search(r"\bb'", text)]  # no bytes repr
+
+
 @pytest.mark.parametrize("header", [b"garbage-header-bytes", b"%012d " % (10**11)])
 def test_bad_frame_header_closes_the_connection(keys, header):
     async def scenario():
