@@ -69,6 +69,14 @@ class _Run:
 
 _RUNS: dict[int, _Run] = {}
 
+NO_SANDBOX_REFUSED = (
+    "--no-sandbox would run this mu job file's workers as plain processes on this machine. mu's "
+    "jobs were written for Lambda, where /tmp is the worker's own: they start with "
+    "'run:rm -rf /tmp/*', which here would empty this machine's /tmp (and the workers would share "
+    "its files). Run the job sandboxed (bubblewrap: README, 'Local workers are sandboxed'), or add "
+    "--allow-host-tmp to --no-sandbox if you accept that"
+)
+
 MAX_PORT = 65535
 # mu's flags by what they set: text, a whole number (with its least and greatest value), or True.
 _TEXT_FLAGS = {
@@ -222,6 +230,8 @@ def _project_help(defaults: Any) -> str:
         text = (action.help or "").replace("%%", "%")
         lines.append(f"  {name:<28}{text}" if len(name) < 28 else f"  {name}\n  {'':<28}{text}")
     lines.append(f"  {'--command CMD':<28}the command a bare 'run:' runs (mu built it into each Lambda)")
+    lines.append(f"  {'--allow-host-tmp':<28}with --no-sandbox: accept that the job's rm -rf /tmp/* empties "
+                 "this machine's /tmp")  # fmt: skip
     lines.append(f"  {'--help':<28}show this message")
     return "\n".join(lines) + "\n"
 
@@ -329,7 +339,7 @@ def options(server_info: Any) -> None:
     actions = _long_actions(server_info)
     takes_value = {_long_name(a): a.nargs != 0 for a in actions}
     longopts = [name[2:] + ("=" if value else "") for name, value in takes_value.items()]
-    longopts += ["command=", "help"]
+    longopts += ["command=", "allow-host-tmp", "help"]
     try:
         opts, rest = getopt.getopt(sys.argv[1:], optstring, longopts)
     except getopt.GetoptError as err:
@@ -340,6 +350,7 @@ def options(server_info: Any) -> None:
     certs = [os.environ.get("CA_CERT"), os.environ.get("SRV_CERT"), os.environ.get("SRV_KEY")]
     long_argv: list[str] = []
     command = ""
+    host_tmp = False
     given: set[str] = set()
     for opt, arg in opts:
         if opt == "--help" or opt == "-U":
@@ -347,6 +358,8 @@ def options(server_info: Any) -> None:
             raise SystemExit(0)
         if opt == "--command":
             command = arg
+        elif opt == "--allow-host-tmp":
+            host_tmp = True
         elif opt.startswith("--"):
             long_argv.append(f"{opt}={arg}" if takes_value[opt] else opt)
         elif opt[1] in "csk":
@@ -365,6 +378,8 @@ def options(server_info: Any) -> None:
         print(usage, file=sys.stderr)
         raise
     cli.check_backend(args)
+    if args.no_sandbox and args.backend == "local" and not host_tmp:
+        _usage_error(NO_SANDBOX_REFUSED, usage)
     if hasattr(server_info, "state_srv_port"):
         _check_relay_ports(server_info, usage)
 

@@ -442,3 +442,20 @@ def test_states_that_send_a_bare_run_are_found_before_launch(monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("ERROR: this job's states send a bare 'run:' (RetrieveAndRunState)")
     assert "Pass it with --command 'CMD'" in err
+
+
+def test_no_sandbox_needs_a_second_acknowledgement_for_a_mu_job_file(monkeypatch, capsys):
+    """Issue 11: mu refuses jobs that need a sandbox unless explicitly told. mu's job files
+    begin with run:rm -rf /tmp/*, so --no-sandbox alone is not enough for them."""
+    local = ["--backend", "local", "--s3-endpoint", "http://127.0.0.1:9"]
+    with pytest.raises(SystemExit) as exc:
+        parse(monkeypatch, png2y4m_settings(), *local, "--no-sandbox")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: --no-sandbox would run this mu job file's workers as plain processes")
+    assert "'run:rm -rf /tmp/*', which here would empty this machine's /tmp" in err
+    assert "add --allow-host-tmp to --no-sandbox if you accept that" in err
+    s = parse(monkeypatch, png2y4m_settings(), *local, "--no-sandbox", "--allow-host-tmp")
+    assert server._RUNS[id(s)].args.no_sandbox
+    parse(monkeypatch, png2y4m_settings(), *local)  # sandboxed: nothing to acknowledge
+    assert "--allow-host-tmp" in server.usage_str(png2y4m_settings())[0]

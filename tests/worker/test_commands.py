@@ -129,7 +129,7 @@ def test_run_without_a_command_runs_the_functions_cmdstring(vals):
     assert run_cmd(vals) == "tool in.png"
     assert run_cmd(vals, b"echo ##TMPDIR##") == f"echo {TMP}"
     vals["command"] = ""
-    with pytest.raises(CommandError, match="runs the job.s default command, and this job has none"):
+    with pytest.raises(CommandError, match=r"runs the job.s default command, and this job has none"):
         run_cmd(vals)
 
 
