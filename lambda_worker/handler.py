@@ -20,6 +20,7 @@ import traceback
 from typing import Any
 
 from .event import EventError, WorkerEvent, parse_event
+from .process import protect_memory
 from .session import Session
 from .tlsconf import client_context
 
@@ -29,6 +30,10 @@ CLOSE_WAIT = 2.0  # seconds to let cancelled S3 transfers wind down before retur
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Run one worker and return a summary of how it ended. Never raises."""
     started = time.monotonic()
+    unprotected = protect_memory()  # before any command can run
+    if unprotected is not None:
+        print(f"mu worker: commands could read this process's memory and environment: {unprotected}",
+              file=sys.stderr, flush=True)  # fmt: skip
     try:
         summary = _serve(event, context)
     except Exception as exc:  # the last line of defence: no exception reaches Lambda

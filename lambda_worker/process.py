@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +29,31 @@ AWS_NOT_SECRET = frozenset({
     "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
     "AWS_LAMBDA_LOG_STREAM_NAME",
 })  # fmt: skip
+
+
+# The variables that hold AWS keys. A local launcher hands them to ``python -m lambda_worker`` on
+# stdin (see ``__main__``), so that no process's starting environment (/proc/PID/environ) has them.
+CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+)  # fmt: skip
+PR_SET_DUMPABLE = 4  # prctl(2)
+
+
+def protect_memory() -> str | None:
+    """Make this process undumpable: its ``/proc/PID/environ``, ``mem``, ``fd`` ... become
+    unreadable to processes of the same user without CAP_SYS_PTRACE, so a ``run:`` command
+    cannot read the AWS keys that the worker's starting environment (Lambda's runtime
+    process) and its memory hold. Commands start dumpable again (execve resets the flag).
+    Returns None, or why it could not be done (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return f"prctl(PR_SET_DUMPABLE) is Linux only, and this is {sys.platform}"
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            return f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(ctypes.get_errno())}"
+    except (OSError, AttributeError) as exc:
+        return f"prctl is not available: {exc}"
+    return None
 
 
 def bin_dir(environ: Mapping[str, str] = os.environ) -> str | None:

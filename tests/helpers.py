@@ -194,10 +194,13 @@ def event_for(keys: JobKeys, port: int, **extra: Any) -> dict[str, Any]:
     return event
 
 
-async def start_worker(event: dict[str, Any]) -> asyncio.subprocess.Process:
+async def start_worker(
+    event: dict[str, Any], env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lambda_worker",
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(os.environ) if env is None else env,
     )  # fmt: skip
     assert proc.stdin is not None
     proc.stdin.write(json.dumps(event).encode())

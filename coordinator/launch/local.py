@@ -13,6 +13,7 @@ from typing import Any
 
 from coordinator.launch import Launcher
 from coordinator.launch.sandbox import Isolation, Sandbox
+from lambda_worker.process import CREDENTIAL_VARIABLES
 
 QUIT_GRACE = 2.0  # seconds a worker told quit: has to exit on its own before it is killed
 
@@ -25,7 +26,8 @@ class LocalLauncher(Launcher):
     its slot until it exits); each one's stdout and stderr go to ``log_dir/worker-N.log``.
     Without a ``log_dir`` the logs go to a temporary folder that ``settle_logs`` removes unless
     the job failed. Workers run in sessions of their own, so a Ctrl-C at the terminal reaches
-    only ``mu``, which then stops them in order.
+    only ``mu``, which then stops them in order. AWS keys go to each worker with its event on
+    stdin, never in its environment, where /proc would show them to the worker's commands.
     """
 
     def __init__(
@@ -41,7 +43,11 @@ class LocalLauncher(Launcher):
         self._given_log_dir = Path(log_dir) if log_dir is not None else None
         self._log_dir: Path | None = self._given_log_dir
         self.concurrency = concurrency
-        self.env = {**os.environ, **(env or {})}
+        given = {**os.environ, **(env or {})}
+        self.env = {k: v for k, v in given.items() if k not in CREDENTIAL_VARIABLES}
+        self.credentials = {k: given[k] for k in CREDENTIAL_VARIABLES if given.get(k)}
+        if not self.credentials.get("AWS_ACCESS_KEY_ID"):
+            self.credentials = dict(self.isolation.credentials)
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._procs: dict[int, asyncio.subprocess.Process] = {}
@@ -81,8 +87,9 @@ class LocalLauncher(Launcher):
                     self._killed.add(worker)
                     await self.isolation.kill(proc)
                 self.mark(worker, "accepted")
+                stdin = {**event, "credentials": self.credentials} if self.credentials else event
                 with contextlib.suppress(ConnectionError):  # a worker killed before reading
-                    await proc.communicate(json.dumps(event).encode())
+                    await proc.communicate(json.dumps(stdin).encode())
                 await proc.wait()
                 await self.isolation.ended(worker, proc)
                 self.mark(worker, "exited")

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from coordinator.launch import LaunchError
+from lambda_worker.process import CREDENTIAL_VARIABLES
 
 TASK_ROOT = "/var/task"  # the bundled binaries, read-only; the worker's working directory
 CODE_ROOT = "/opt/mu"  # lambda_worker, site-packages and any files named by the environment
@@ -80,6 +81,10 @@ class SandboxError(LaunchError):
 
 class Isolation(Protocol):
     """What the local launcher needs: how to start one worker, how to end it, what to clean."""
+
+    # AWS keys a worker needs that the environment lacks; the launcher hands every key to the
+    # worker on stdin, never in an environment (see lambda_worker.__main__).
+    credentials: dict[str, str]
 
     async def start(self, worker: int, env: Mapping[str, str], log: IO[bytes]) -> asyncio.subprocess.Process:
         """Start worker ``worker`` in a session of its own, reading its event on stdin and
@@ -132,9 +137,9 @@ def host_binaries() -> Path | None:
 def file_credentials(env: Mapping[str, str]) -> dict[str, str]:
     """AWS credentials from the shared files or a profile, as the variables Lambda sets.
 
-    The sandbox holds no home folder, so a worker cannot read ``~/.aws``; it gets the
-    credentials in its environment as a Lambda worker does (the worker keeps them out of
-    the commands it runs). Nothing is looked up when the environment already has keys.
+    The sandbox holds no home folder, so a worker cannot read ``~/.aws``; the launcher hands it
+    these instead (on stdin; the worker keeps them out of the commands it runs). Nothing is
+    looked up when the environment already has keys.
     """
     if env.get("AWS_ACCESS_KEY_ID"):
         return {}
@@ -224,10 +229,10 @@ class Sandbox:
         self, worker: int, env: Mapping[str, str], info_fd: int | None = None
     ) -> tuple[list[str], dict[str, str]]:
         """bwrap's argv and environment for one worker; bwrap writes the sandbox's init pid to
-        ``info_fd`` if given."""
-        inner = {k: v for k, v in env.items() if k not in DROPPED_VARIABLES}
-        if not inner.get("AWS_ACCESS_KEY_ID"):
-            inner.update(self.credentials)
+        ``info_fd`` if given. The environment holds no AWS keys: bwrap's init keeps the
+        environment it was started with, and every process in the sandbox could read it from
+        /proc/1/environ; the keys reach the worker on stdin (``LocalLauncher``)."""
+        inner = {k: v for k, v in env.items() if k not in DROPPED_VARIABLES and k not in CREDENTIAL_VARIABLES}
         args = [self.bwrap, "--unshare-all", "--share-net", "--die-with-parent", "--new-session",
                 "--cap-drop", "ALL", "--hostname", f"mu-worker-{worker}", *self.mounts()]  # fmt: skip
         if info_fd is not None:
@@ -343,6 +348,7 @@ class NoSandbox:
 
     def __init__(self) -> None:
         self._scratch: Path | None = None
+        self.credentials: dict[str, str] = {}  # a plain process reads ~/.aws itself
 
     async def start(self, worker: int, env: Mapping[str, str], log: IO[bytes]) -> asyncio.subprocess.Process:
         if self._scratch is None:

@@ -80,6 +80,34 @@ def test_each_worker_has_a_private_tmp_and_rm_rf_tmp_touches_only_its_own(tmp_pa
     assert not list(Path("/tmp").glob("own-mu-worker-*"))
 
 
+def test_commands_cannot_read_aws_keys_through_proc(tmp_path, monkeypatch):
+    """Issue 12: a run: command gets no AWS keys, and cannot take them from /proc either: the
+    worker (its parent) is undumpable, so its environ and memory are closed to it, and no
+    process of the sandbox (bwrap's init included) was started with the keys in its
+    environment: the launcher hands them to the worker on stdin."""
+    out = tmp_path / "out"
+    out.mkdir()
+    secret = f"mu-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", f"{secret}-token")
+    (out / "needle").write_text(secret)  # not in the command line, which /proc shows too
+    cmd = (
+        f"for f in /proc/$PPID/environ /proc/self/../$PPID/environ /proc/$PPID/task/$PPID/environ "
+        f"/proc/$PPID/mem; do head -c 1 $f >/dev/null 2>> {SHARED}/denied && echo $f >> {SHARED}/read; done; "
+        f"{{ env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline; }} 2>/dev/null | tr '\\0' '\\n' "
+        f"| grep -c -F -f {SHARED}/needle > {SHARED}/found; "
+        f"echo $PPID $(ls -d /proc/[0-9]* | wc -l) > {SHARED}/seen"
+    )
+    result = run(scripted_job(1, good=cmd), tmp_path, Sandbox(shared={SHARED: out}))
+    assert result.ok, result.describe()
+    assert not (out / "read").exists(), (out / "read").read_text()
+    denied = (out / "denied").read_text().splitlines()
+    assert len(denied) == 4 and all(line.endswith("Permission denied") for line in denied), denied
+    assert (out / "found").read_text().strip() == "0"
+    ppid, processes = map(int, (out / "seen").read_text().split())
+    assert ppid == 2 and processes >= 4  # it looked at the worker, bwrap's init and itself
+
+
 def test_bundled_binaries_run_from_the_working_directory(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

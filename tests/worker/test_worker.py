@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 import pytest
 
 from coordinator.core.tls import make_job_keys, server_context
 from lambda_worker.handler import lambda_handler
+from lambda_worker.process import CREDENTIAL_VARIABLES
 from lambda_worker.wire import encode
 from tests.helpers import TestCoordinator, event_for, finish, hello, start_worker
 
@@ -229,6 +233,58 @@ def test_malformed_event_is_a_clear_error(keys):
     assert code == 2
     assert "event field 'tls' is missing" in summary["error"]
     assert "Traceback" not in err
+
+
+def test_keys_given_on_stdin_sign_s3_requests_and_stay_out_of_commands(keys, s3, bucket, tmp_path):
+    """Project rule: a local launcher hands the AWS keys over with the event on stdin, so that
+    no starting environment holds them; boto3 signs with them, a run: command never sees them."""
+    s3.client().put_object(Bucket=bucket, Key="in.bin", Body=b"data")
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    env["HOME"] = str(tmp_path)  # no ~/.aws to fall back on
+    given = {"AWS_ACCESS_KEY_ID": "AKIASTDIN", "AWS_SECRET_ACCESS_KEY": "stdin-secret"}
+
+    async def scenario():
+        async with TestCoordinator(keys) as coord:
+            event = event_for(keys, coord.port, bucket=bucket, s3_endpoint=s3.endpoint, credentials=given)
+            proc = await start_worker(event, env)
+            conn = await coord.accept()
+            assert await conn.recv() == b"OK:HELLO"
+            got = [await conn.cmd(b"retrieve:in.bin\x00##TMPDIR##/in.bin"),
+                   await conn.cmd("run:cat ##TMPDIR##/in.bin; env | grep -c stdin-secret")]  # fmt: skip
+            await conn.send("quit:")
+            return got, await finish(proc)
+
+    (retrieved, ran), (code, summary, _) = run(scenario())
+    assert retrieved == f"OK:RETRIEVE({bucket}/in.bin)".encode()
+    assert ran.startswith(b"OK:RETVAL(1):OUTPUT(data0\n)")  # grep found nothing
+    assert code == 0 and summary["exit"] == "quit"
+
+
+@pytest.mark.parametrize(
+    ("credentials", "message"),
+    [
+        ({"AWS_PROFILE": "x"}, "may hold only AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN"),
+        ("AKIA", "must map AWS_ACCESS_KEY_ID"),
+        ({"AWS_ACCESS_KEY_ID": 5}, "must map AWS_ACCESS_KEY_ID"),
+    ],
+)
+def test_bad_credentials_on_stdin_are_refused(keys, credentials, message):
+    async def scenario():
+        return await finish(await start_worker(event_for(keys, 1, credentials=credentials)))
+
+    code, _, err = run(scenario())
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_worker_process_is_made_undumpable():
+    """What keeps a command from reading the worker's /proc/PID/environ and mem (without
+    CAP_SYS_PTRACE); the sandbox test checks the effect from a command."""
+    code = (
+        "import ctypes; from lambda_worker.process import protect_memory; libc = ctypes.CDLL(None)\n"
+        "before = libc.prctl(3, 0, 0, 0, 0); print(protect_memory(), before, libc.prctl(3, 0, 0, 0, 0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "1", "0"]  # PR_GET_DUMPABLE: 1 before, 0 after
 
 
 def test_idle_timeout_ends_a_forgotten_worker(keys):
