@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machineinfo import machine_line
 
 from coordinator.core import tls
-from lambda_worker.wire import Decoder, encode
+from lambda_worker.wire import Decoder, encode, split_meta
 
 MB = 1_000_000
 COMMAND = "yes 'a line of output from a chatty tool' | head -c {n}"
@@ -67,7 +67,7 @@ class Link:
             data = await asyncio.wait_for(self.reader.read(1 << 20), 300)
             if not data:
                 raise EOFError("the worker closed the connection")
-            self.pending += self.decoder.feed(data)
+            self.pending += split_meta(self.decoder.feed(data))[0]  # the worker's META is not a reply
         return self.pending.pop(0)
 
 

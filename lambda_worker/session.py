@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable
+from typing import Any
 
 from . import commands as cmds
 from . import files
@@ -30,7 +31,7 @@ from .pycall import protocol as pycall
 from .pycall.calls import PythonCalls, Settings
 from .tlsconf import SERVER_NAME
 from .transfer import S3Transfers
-from .wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote
+from .wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, meta_message, quote
 
 READ_SIZE = 256 * 1024
 CONNECT_TIMEOUT = 30.0  # seconds to reach the relay for connect:
@@ -116,13 +117,19 @@ class Session:
         self._writer = writer
         try:
             await self.send(b"OK:HELLO")
-            if self.deadline_ms is not None:
-                await self.send(f"INFO:deadline_ms:{self.deadline_ms}".encode())
-            if ev.pymap is not None:  # mu.map: which Python runs the calls decides how they travel
-                await self.send(f"INFO:python:{platform.python_version()}".encode())
+            await self.send(meta_message(self.meta()))
             return await self._serve(reader)
         finally:
             await self._shutdown()
+
+    def meta(self) -> dict[str, Any]:
+        """What the worker says about itself after OK:HELLO (``wire.META``): its invocation's
+        number (so the coordinator pairs its connection with its invocation exactly), the
+        Python that would run mu.map's calls, and on Lambda the time the invocation has."""
+        fields: dict[str, Any] = {"worker": self.event.worker, "python": platform.python_version()}
+        if self.deadline_ms is not None:
+            fields["deadline_ms"] = self.deadline_ms
+        return fields
 
     async def _serve(self, reader: asyncio.StreamReader) -> str:
         queue: asyncio.Queue[bytes] = asyncio.Queue()

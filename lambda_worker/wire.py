@@ -6,9 +6,42 @@ none of them can disagree about where a message ends.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 HEADER_DIGITS = 12
 HEADER_LEN = HEADER_DIGITS + 1  # the digits and one space
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+# The worker's one message about itself, right after OK:HELLO: ``META:{"worker": 17, ...}``.
+# It is not a reply: the coordinator's server takes it, and a job's states never see it (mu
+# had no such message, and its InfoWatcherState fires on any INFO).
+META = b"META:"
+
+
+def meta_message(fields: dict[str, Any]) -> bytes:
+    return META + json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+
+
+def split_meta(messages: list[bytes]) -> tuple[list[bytes], dict[str, Any]]:
+    """The messages of one read apart: the replies, and what the ``META:`` ones among them say
+    (one that is not a JSON object is kept as ``unreadable``)."""
+    if not any(msg.startswith(META) for msg in messages):
+        return messages, {}
+    replies: list[bytes] = []
+    meta: dict[str, Any] = {}
+    for msg in messages:
+        if not msg.startswith(META):
+            replies.append(msg)
+            continue
+        try:
+            fields = json.loads(msg[len(META) :])
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict):
+            meta.update(fields)
+        else:
+            meta["unreadable"] = quote(msg, 200)
+    return replies, meta
 
 
 def quote(data: bytes, limit: int = 80) -> str:

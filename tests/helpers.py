@@ -21,22 +21,28 @@ from coordinator.core.tls import SERVER_NAME, JobKeys, server_context, worker_co
 from lambda_worker.event import parse_event
 from lambda_worker.session import Session
 from lambda_worker.tlsconf import client_context
-from lambda_worker.wire import Decoder, encode
+from lambda_worker.wire import Decoder, encode, split_meta
 
 
 @dataclass
 class Conn:
+    """The coordinator's end of one worker connection. As the real server does, it takes the
+    worker's META message aside (into ``meta``): ``recv`` returns replies only."""
+
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     decoder: Decoder = field(default_factory=Decoder)
     pending: list[bytes] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     async def recv(self, timeout: float = 20.0) -> bytes:
         while not self.pending:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
             if not data:
                 raise EOFError("worker closed the connection")
-            self.pending.extend(self.decoder.feed(data))
+            replies, meta = split_meta(self.decoder.feed(data))
+            self.meta.update(meta)
+            self.pending.extend(replies)
         return self.pending.pop(0)
 
     async def send(self, body: bytes | str) -> None:

@@ -24,7 +24,7 @@ from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
 from coordinator.report import timing
 from coordinator.report.names import in_words
-from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote
+from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote, split_meta
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 FLOOD_HEADROOM = 1024
@@ -50,6 +50,8 @@ class WorkerRecord:
     ended: float | None = None
     error: str | None = None
     superseded: bool = False  # another worker finished this actor first
+    # What the worker said about itself (wire.META): its invocation's number, Python, deadline.
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def timing(self, t0: float, t0_wall: float, label: str = "") -> dict[str, Any]:
         """``states``: each state the worker entered, named by ``describe`` (mu's ``str_extra``),
@@ -57,6 +59,8 @@ class WorkerRecord:
         every state built."""
         return {
             "actor": self.actor,
+            "worker": self.meta.get("worker"),  # the invocation this connection is
+            "meta": dict(self.meta),
             "label": label,
             "peer": self.peer,
             "duplicate": self.duplicate,
@@ -412,6 +416,8 @@ class Coordinator:
                 self._event(f"spare worker from {peer} told to quit")
                 return
             record = self._admit(peer, writer, *seat)
+            first, meta = split_meta(first)
+            record.meta.update(meta)
             drive = self._driven if self.job.driver is not None else self._drive
             await self._play(record, lambda: drive(record, reader, writer, decoder, first))
         finally:
@@ -490,7 +496,8 @@ class Coordinator:
                     machine.fail("sock closed")
                     break
                 if data:
-                    replies = decoder.feed(data)
+                    replies, meta = split_meta(decoder.feed(data))
+                    record.meta.update(meta)
                     self.books.replies(replies)
                     self._send(writer, machine.receive(*replies))
                 machine.tick(time.time(), kill_time, self.job.kill_state)

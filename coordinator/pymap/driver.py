@@ -23,13 +23,12 @@ from typing import Any
 from coordinator.core.gate import READ_SIZE
 from coordinator.core.machine import MachineState, TerminalState
 from lambda_worker.pycall import protocol as p
-from lambda_worker.wire import Decoder, ProtocolError, encode
+from lambda_worker.wire import Decoder, ProtocolError, encode, split_meta
 
 from .package import minor
 from .schedule import Action, CallSpec, Outcome, Scheduler, Send
 
 VERSION_WAIT = 15.0  # seconds after OK:HELLO for a worker to say which Python it runs
-PYTHON_INFO = b"INFO:python:"
 
 
 class PythonCalls(MachineState):
@@ -134,7 +133,7 @@ class Driver:
             return
         messages = [m for m in first if m != b"OK:HELLO"]
         try:
-            python = await self._python_version(reader, decoder, messages)
+            python = await self._python_version(record, reader, decoder, messages)
         except (ConnectionError, ssl.SSLError, OSError, ProtocolError, TimeoutError) as exc:
             record.machine.fail(str(exc) or type(exc).__name__)
             return
@@ -172,15 +171,16 @@ class Driver:
             self._check_idle()
 
     async def _python_version(
-        self, reader: asyncio.StreamReader, decoder: Decoder, messages: list[bytes]
+        self, record: Any, reader: asyncio.StreamReader, decoder: Decoder, messages: list[bytes]
     ) -> str:
-        """The worker's ``INFO:python:X.Y.Z``, which follows its OK:HELLO."""
+        """The ``python`` of the worker's ``META:`` message, which follows its OK:HELLO (the
+        server has taken it if it came with the hello); it goes into the record's ``meta``."""
         deadline = asyncio.get_running_loop().time() + VERSION_WAIT
         while True:
-            for msg in messages:
-                if msg.startswith(PYTHON_INFO):
-                    messages.remove(msg)
-                    return msg[len(PYTHON_INFO) :].decode("ascii", "replace")
+            messages[:], meta = split_meta(messages)
+            record.meta.update(meta)
+            if "python" in record.meta:
+                return str(record.meta["python"])
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise TimeoutError(
@@ -224,7 +224,7 @@ class Driver:
                 self.refused.append(problem)
                 view.writer.close()
                 self.workers.pop(view.id, None)
-            # INFO lines (deadline_ms) and anything else are not the scheduler's business
+            # anything else (INFO lines) is not the scheduler's business
         self._check_idle()
 
     # -- carrying out the scheduler's actions --------------------------------------------------------

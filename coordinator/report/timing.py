@@ -5,8 +5,9 @@ Schema (``"schema": 2``); times are seconds since the coordinator started listen
     job, job_id, backend, started (UTC, ISO 8601), elapsed, ok, workers, spares,
     relaunched, rejected_connections, log_dir, worker_logs,
     launches: [{worker, sent, accepted, exited}]        # per invocation, from the launcher
-    records: [{actor, label, peer, duplicate, connected, ended, ok, superseded, error,
-               launch: {worker, sent, accepted},     # the invocation paired with it (below)
+    records: [{actor, worker, meta, label, peer, duplicate, connected, ended, ok, superseded,
+               error,
+               launch: {worker, sent, accepted},     # its own invocation (below), or null
                states: [{state, name, t}]}]          # str(state), its human name, entry time
     failures: {"actor N (label)": reason}
     outputs: {count, locations: [{bucket, prefix, count}]}
@@ -14,10 +15,11 @@ Schema (``"schema": 2``); times are seconds since the coordinator started listen
     cost_inputs: {...}  (coordinator.report.cost.CostInputs)
     cost: {total_usd, lines, prices_date, prices_region}   # aws backend only
 
-Workers do not say which invocation they are, so a record's ``launch`` is the invocation
-accepted in the same order as the record connected: the k-th worker to connect is paired with
-the k-th invocation accepted. Across many workers that is the latency distribution that
-matters (how long until the k-th worker is working); for one worker it is approximate.
+A record's ``worker`` and ``meta`` are what the worker said about itself right after
+``OK:HELLO`` (``lambda_worker.wire.META``: its invocation's number, its Python, on Lambda its
+time limit); ``launch`` is the invocation of that number, so each connection is paired with
+exactly the invocation that made it. A record whose worker said nothing (a worker from before
+this message) has no ``launch``.
 """
 
 from __future__ import annotations
@@ -80,16 +82,16 @@ def state_entries(history: Iterable[Any], t0: float) -> list[dict[str, Any]]:
 def pair_launches(
     records: list[dict[str, Any]], launches: dict[int, dict[str, float]], t0: float
 ) -> list[dict[str, Any]]:
-    """Launch entries (relative times); each record gets the k-th accepted invocation."""
+    """Launch entries (relative times); each record gets the invocation its worker named."""
     entries = [
         {"worker": w, **{k: _rel(v, t0) for k, v in sorted(marks.items())}}
         for w, marks in sorted(launches.items())
     ]
-    accepted = sorted(
-        (e for e in entries if e.get("accepted") is not None), key=lambda e: (e["accepted"], e["worker"])
-    )
-    for record, launch in zip(sorted(records, key=lambda r: r["connected"]), accepted, strict=False):
-        record["launch"] = {k: launch.get(k) for k in ("worker", "sent", "accepted")}
+    by_worker = {e["worker"]: e for e in entries}
+    for record in records:
+        launch = by_worker.get(record.get("worker"))
+        keep = ("worker", "sent", "accepted")
+        record["launch"] = None if launch is None else {k: launch.get(k) for k in keep}
     return entries
 
 

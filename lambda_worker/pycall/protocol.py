@@ -24,8 +24,8 @@ worker's default). ``KIND`` says why a call could not finish: ``exit``, ``signal
 A payload is ``=`` followed by the bytes themselves, or ``@`` followed by the key of an object
 in the job's bucket holding them (payloads above the job's inline limit travel that way).
 
-The worker says ``INFO:python:X.Y.Z`` right after ``OK:HELLO`` when its event has a ``pymap``
-section, so the coordinator knows which Python runs the calls.
+The ``python`` field of the worker's ``META:`` message after ``OK:HELLO`` (``wire.META``) tells
+the coordinator which Python runs the calls.
 """
 
 from __future__ import annotations

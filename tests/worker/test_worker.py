@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -310,12 +311,13 @@ def test_lambda_context_deadline_is_reported(keys):
                 asyncio.to_thread(lambda_handler, event_for(keys, coord.port), Context())
             )
             conn = await coord.accept()
-            got = [await conn.recv(), await conn.recv()]
+            got = [await conn.recv(), await conn.cmd("echo:x")]  # META comes between, taken aside
             await conn.send("quit:")
-            return got, await task
+            return got, conn.meta, await task
 
-    got, summary = run(scenario())
-    assert got == [b"OK:HELLO", b"INFO:deadline_ms:123456"]
+    got, meta, summary = run(scenario())
+    assert got == [b"OK:HELLO", b"OK:ECHO(x)"]
+    assert meta == {"worker": 0, "python": platform.python_version(), "deadline_ms": 123456}
     assert summary["ok"] and summary["exit"] == "quit"
 
 
