@@ -261,15 +261,37 @@ class OutputTail:
         return head + bytes(self._buf)
 
 
-# dash: "/bin/sh: 1: ./y4m2png: not found"; bash: "bash: line 1: ffmpeg: command not found"
-_NOT_FOUND = re.compile(rb"^[^\n]*?: ([^:\n]+): (?:command )?not found$", re.MULTILINE)
+# The shell's line about a program it could not run, by exit status. 127, dash: "/bin/sh: 1:
+# ./y4m2png: not found"; bash (Lambda's /bin/sh): "bash: line 1: ffmpeg: command not found",
+# "bash: line 1: ./ffmpeg: No such file or directory"; time(1): "time: cannot run ./x: No such
+# file or directory". 126: "...: ./tool: Permission denied", "...: ./tool: cannot execute
+# binary file: Exec format error" (a program built for another CPU).
+_NOT_RUN = {
+    127: re.compile(
+        rb"^[^\n]*?: (?:cannot run )?([^:\n]+): (?:(?:command )?not found|No such file or directory)$",
+        re.MULTILINE,
+    ),
+    126: re.compile(
+        rb"^[^\n]*?: (?:cannot run )?([^:\n]+): "
+        rb"(?:Permission denied|Is a directory|cannot execute[^\n]*|Exec format error)$",
+        re.MULTILINE,
+    ),
+}
+
+
+def program_not_run(status: int, output: bytes) -> str | None:
+    """The program a command's shell could not find (exit status 127) or execute (126), as the
+    shell named it (``./ffmpeg``), from the command's output; None if it names none."""
+    pattern = _NOT_RUN.get(status)
+    found = pattern.findall(output) if pattern is not None else []
+    return found[-1].decode(errors="replace").strip() if found else None
 
 
 def missing_program_hint(output: bytes, binaries: str | None, programs: list[str]) -> bytes:
     """What to do when the shell found no program (exit status 127): mu's jobs name tools
     (ffmpeg, vpxenc, xc-enc) that were built into their own Lambda functions."""
-    found = _NOT_FOUND.findall(output)
-    name = found[-1].decode(errors="replace").removeprefix("./") if found else None
+    found = program_not_run(127, output)
+    name = found.removeprefix("./") if found else None
     what = f"{name} is not" if name else "a program the command names is not"
     where = f"in {binaries}: {', '.join(programs) or 'none'}" if binaries else "none: no binaries folder"
     return (

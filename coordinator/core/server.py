@@ -480,7 +480,7 @@ class Coordinator:
         kill_time = self.opts.kill_time
         try:
             self._send(writer, machine.drain())
-            self.books.replies(first)
+            self.books.replies(first, record.actor)
             self._send(writer, machine.receive(*first))
             await writer.drain()
             while not machine.done:
@@ -498,7 +498,7 @@ class Coordinator:
                 if data:
                     replies, meta = split_meta(decoder.feed(data))
                     record.meta.update(meta)
-                    self.books.replies(replies)
+                    self.books.replies(replies, record.actor)
                     self._send(writer, machine.receive(*replies))
                 machine.tick(time.time(), kill_time, self.job.kill_state)
                 await writer.drain()

@@ -7,6 +7,35 @@ from typing import Any
 from coordinator.report.cost import Cost, CostInputs, estimate
 
 MAX_LOCATIONS = 5
+MAX_ACTORS_NAMED = 12
+NOT_RUN_WHY = {127: "was not found", 126: "could not be executed (not executable, or built for another CPU)"}
+
+
+def not_run_warnings(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per program a ``run:`` could not find or execute, naming the actors: said even
+    when the job's states accepted the reply and went on (mu's linpack job takes any OK)."""
+    lines = []
+    for entry in entries:
+        actors = list(entry.get("actors") or [])
+        status = int(entry.get("status", 127))
+        who = f"{len(actors)} actor{'' if len(actors) == 1 else 's'} ({actor_ranges(actors)})"
+        why = NOT_RUN_WHY.get(status, "could not be run")
+        lines.append(f"warning: {entry.get('program')} {why} (run: exit status {status}) on {who}; "
+                     "put a static Linux build in binaries/bin (Lambda workers: before 'make deploy') "
+                     "or in a folder named by MU_BIN_DIR (local workers)")  # fmt: skip
+    return lines
+
+
+def actor_ranges(actors: list[int]) -> str:
+    """``0-3, 7, 9-10``; past MAX_ACTORS_NAMED runs, ``...``."""
+    runs: list[list[int]] = []
+    for actor in sorted(set(actors)):
+        if runs and actor == runs[-1][1] + 1:
+            runs[-1][1] = actor
+        else:
+            runs.append([actor, actor])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in runs[:MAX_ACTORS_NAMED]]
+    return ", ".join(shown) + (", ..." if len(runs) > MAX_ACTORS_NAMED else "")
 
 
 def timing_line(written: list[str], wanted: bool) -> str:
@@ -30,8 +59,8 @@ def run_summary(
     s3_endpoint: str | None = None,
     prices: dict[str, float] | None = None,
 ) -> list[str]:
-    lines = []
     doc = doc or {}
+    lines = not_run_warnings(doc.get("commands_not_run") or [])
     out = doc.get("outputs") or {}
     locations = out.get("locations") or []
     if locations:

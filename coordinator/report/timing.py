@@ -10,6 +10,7 @@ Schema (``"schema": 2``); times are seconds since the coordinator started listen
                launch: {worker, sent, accepted},     # its own invocation (below), or null
                states: [{state, name, t}]}]          # str(state), its human name, entry time
     failures: {"actor N (label)": reason}
+    commands_not_run: [{status, program, actors}]  # run: replies with exit status 127 or 126
     outputs: {count, locations: [{bucket, prefix, count}]}
     s3_requests: {get, put, list}
     cost_inputs: {...}  (coordinator.report.cost.CostInputs)
@@ -32,16 +33,23 @@ from typing import Any
 
 from coordinator.report.cost import CostInputs, estimate
 from coordinator.report.names import name_from_label
+from lambda_worker.commands import program_not_run
 
 SCHEMA = 2
 
 
+NOT_RUN = (b"OK:RETVAL(127):", b"OK:RETVAL(126):")  # the shell found no program, or could not run it
+
+
 class ServerBooks:
-    """What the server counts for the log as bytes go by: S3 requests sent, objects written."""
+    """What the server counts for the log as bytes go by: S3 requests sent, objects written,
+    and the ``run:`` commands whose program the shell could not find or execute, by actor,
+    whether or not the job's state accepted that reply (mu's states often accept any)."""
 
     def __init__(self) -> None:
         self.s3 = Counter({"get": 0, "put": 0})
         self.written: set[tuple[str, str]] = set()
+        self.not_run: dict[tuple[int, str], set[int]] = {}  # (status, program) -> actors
 
     def commands(self, commands: Iterable[bytes]) -> None:
         for command in commands:
@@ -50,13 +58,34 @@ class ServerBooks:
             elif command.startswith(b"upload:"):
                 self.s3["put"] += 1
 
-    def replies(self, messages: Iterable[bytes]) -> None:
-        """``OK:UPLOAD(bucket/key)`` names an object the job wrote."""
+    def replies(self, messages: Iterable[bytes], actor: int | None = None) -> None:
+        """``OK:UPLOAD(bucket/key)`` names an object the job wrote; ``actor`` is whose replies
+        these are."""
         for msg in messages:
             if msg.startswith(b"OK:UPLOAD(") and msg.endswith(b")"):
                 bucket, _, key = msg[len(b"OK:UPLOAD(") : -1].decode("utf-8", "replace").partition("/")
                 if bucket and key:
                     self.written.add((bucket, key))
+            elif actor is not None and msg.startswith(NOT_RUN):
+                status = int(msg[10:13])
+                self.not_run.setdefault((status, _program(status, msg)), set()).add(actor)
+
+    def commands_not_run(self) -> list[dict[str, Any]]:
+        return [
+            {"status": status, "program": program, "actors": sorted(actors)}
+            for (status, program), actors in sorted(self.not_run.items())
+        ]
+
+
+def _program(status: int, reply: bytes) -> str:
+    """The program of a ``OK:RETVAL(n):OUTPUT(...):COMMAND(cmd)`` reply the shell could not
+    run, as its output names it; else the command itself."""
+    output, _, command = reply[len(b"OK:RETVAL(127):OUTPUT(") :].rpartition(b"):COMMAND(")
+    named = program_not_run(status, output)
+    if named:
+        return named
+    text = command.removesuffix(b")").decode("utf-8", "replace").strip()
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def output_locations(written: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -149,6 +178,7 @@ def document(
         "launches": launch_entries,
         "records": records,
         "failures": failures,
+        "commands_not_run": books.commands_not_run(),
         "outputs": {"count": len(written), "locations": output_locations(written)},
         "s3_requests": s3,
         "cost_inputs": vars(inputs),

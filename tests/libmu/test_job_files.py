@@ -176,3 +176,20 @@ def test_job_files_that_cannot_run_are_clear_usage_errors(tmp_path):
         proc = run([sys.executable, "-m", "coordinator", "run", str(path)])
         assert proc.returncode == 2, (path, proc.stderr)
         assert message in proc.stderr, proc.stderr
+
+
+def test_a_program_the_workers_lack_is_warned_about_even_when_the_states_accept_it(tmp_path):
+    """mu's linpack_server.py takes any reply starting with OK after its run:, so a benchmark
+    the workers do not have (exit status 127) passes as in mu; the summary says so."""
+    timing = tmp_path / "timing.json"
+    proc = run([sys.executable, str(JOBS / "any_reply_job.py"), "-n", "3", "-t", "0", "--s3-endpoint",
+                "http://127.0.0.1:9", "--log-dir", str(tmp_path / "logs"), "-O", str(timing)])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "all 3 workers finished" in proc.stdout
+    assert (
+        "warning: ./no_such_benchmark was not found (run: exit status 127) on 3 actors (0-2); put a "
+        "static Linux build in binaries/bin (Lambda workers: before 'make deploy') or in a folder named "
+        "by MU_BIN_DIR"
+    ) in proc.stdout
+    log = json.loads(timing.read_text())
+    assert log["commands_not_run"] == [{"status": 127, "program": "./no_such_benchmark", "actors": [0, 1, 2]}]
