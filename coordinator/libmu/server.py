@@ -544,7 +544,7 @@ def _check_default_command(constructor: Any, run: _Run) -> None:
         _usage_error(
             f"this job's states send a bare 'run:' ({', '.join(states)}), which runs the job's default "
             "command; in mu that was the command built into its Lambda function (lambdaize.sh). "
-            "Pass it with --command 'CMD', e.g. --command './png2y4m -i -d -o ##OUTFILE## ##INFILE##'",
+            "Pass that command with --command 'CMD' (README, 'Porting a mu job', shows png2y4m's)",
             run.usage,
         )
 

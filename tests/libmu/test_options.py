@@ -441,7 +441,7 @@ def test_states_that_send_a_bare_run_are_found_before_launch(monkeypatch, capsys
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("ERROR: this job's states send a bare 'run:' (RetrieveAndRunState)")
-    assert "Pass it with --command 'CMD'" in err
+    assert "Pass that command with --command 'CMD'" in err
 
 
 def test_no_sandbox_needs_a_second_acknowledgement_for_a_mu_job_file(monkeypatch, capsys):
