@@ -63,7 +63,8 @@ def processes_with(text: str) -> list[int]:
 
 def processes_with_env(name: str, value: str) -> list[int]:
     """Live processes whose environment holds ``name=value``: whatever a run started, even
-    after it has left the run's process tree."""
+    after it has left the run's process tree. A running worker is undumpable: only root (as
+    the tests run in CI) reads its environment; its commands are readable by anyone."""
     needle = f"{name}={value}".encode()
     found = []
     for pid in _live_pids():
