@@ -12,11 +12,12 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import takewhile
 
 OK = "ok"
+UNFILLABLE = "its worker ended without connecting"  # a launch that came to nothing, reason unknown
 
 
 @dataclass(frozen=True)
@@ -127,31 +128,46 @@ class Roster:
             return []  # a duplicate of a decided actor; nothing to do
         if error is None:
             self.outcome[actor] = OK
+            if actor in self.duplicates_wanted:  # its duplicate is not needed any more
+                self.duplicates_wanted.remove(actor)
             actions: list[Action] = [StopOthers(actor)] if self.live[actor] else []
             return actions + self._maybe_speculate()
         if self.live[actor]:
             return []  # a duplicate still plays this actor; let it finish
         return self._failed(actor, error)
 
-    def tick(self, can_still_arrive: bool) -> list[Action]:
-        """Time passed: vacancies nobody will fill count as failed attempts."""
-        if can_still_arrive:
-            # vacant_since is in the order vacancies opened, so the expired ones come first.
-            cutoff = self.clock() - self.connect_timeout
-            expired = list(takewhile(lambda actor: self.vacant_since[actor] <= cutoff, self.vacant_since))
-            why = f"no worker connected within --connect-timeout {self.connect_timeout:g} s"
-        else:
-            expired, why = list(self.vacant_since), "its worker ended without connecting"
-        if not expired:
+    def tick(self, fillable: int | None = None, lost: Sequence[str] = ()) -> list[Action]:
+        """Time passed: vacancies nobody will fill count as failed attempts.
+
+        A vacancy waiting longer than ``connect_timeout`` has failed. ``fillable`` is how many
+        open seats the launched workers can still fill (None: unknown, so only the timeout
+        applies): seats beyond it can never be filled, so they fail now, those a new worker
+        would fill last first. A wanted duplicate goes before any vacancy (its actor still has
+        a worker); each vacancy fails with the next of ``lost``, why a launch came to nothing.
+        """
+        cutoff = self.clock() - self.connect_timeout
+        # vacant_since is in the order vacancies opened, so the expired ones come first.
+        expired = list(takewhile(lambda actor: self.vacant_since[actor] <= cutoff, self.vacant_since))
+        why = f"no worker connected within --connect-timeout {self.connect_timeout:g} s"
+        reasons = dict.fromkeys(expired, why)
+        excess = 0 if fillable is None else self.open_seats - len(expired) - max(0, fillable)
+        while excess > 0 and self.duplicates_wanted:
+            self.duplicates_wanted.pop()
+            excess -= 1
+        if excess > 0:
+            last_filled = heapq.nlargest(excess, (seat for seat in self.vacant if seat[1] not in reasons))
+            lost = list(lost)
+            for k, (_, actor) in enumerate(last_filled):
+                reasons[actor] = lost[k] if k < len(lost) else UNFILLABLE
+        if not reasons:
             return []
-        gone = set(expired)
-        self.vacant = [seat for seat in self.vacant if seat[1] not in gone]
+        self.vacant = [seat for seat in self.vacant if seat[1] not in reasons]
         heapq.heapify(self.vacant)
         actions: list[Action] = []
-        for actor in sorted(expired):
+        for actor in sorted(reasons):
             del self.vacant_since[actor]
             self.unfilled.add(actor)
-            actions += self._failed(actor, why)
+            actions += self._failed(actor, reasons[actor])
         return actions
 
     def restart_clocks(self) -> None:

@@ -33,10 +33,15 @@ FLOOD_HEADROOM = 1024
 class LaunchWatch(Protocol):
     """What the server asks of a launcher."""
 
-    def running(self) -> int | None:
-        """Launched workers still alive, connected or not; None where unknowable (Lambda)."""
+    # How a seat fails when the launch meant for it came to nothing, before the launcher's reason.
+    never_connected: str
 
-    def failures(self) -> dict[int, str]: ...
+    def may_connect(self, arrived: int, live: int) -> int | None:
+        """How many launched workers may still connect, given that ``arrived`` connections have
+        said OK:HELLO so far and ``live`` of them are open; None where unknowable."""
+
+    def failures(self) -> dict[int, str]:
+        """Worker number -> why its launch failed or it ended badly, in the order they happened."""
 
 
 @dataclass(eq=False)
@@ -170,7 +175,9 @@ class Coordinator:
             options.max_pending or job.workers + options.spares + FLOOD_HEADROOM,
             self._event,
         )
-        self._live = 0  # connections past OK:HELLO
+        self._live = 0  # connections past OK:HELLO, open now
+        self._arrived = 0  # connections past OK:HELLO, ever
+        self._charged: set[int] = set()  # worker numbers whose failed launch has cost a seat
         self._spares_seen = 0
         self._unfillable_since: float | None = None
         self._changed = asyncio.Event()
@@ -225,21 +232,40 @@ class Coordinator:
                 self.roster.give_up(self._ended_reason(f"job --deadline {self.opts.deadline:g} s passed"))
                 self._event(f"job --deadline {self.opts.deadline:g} s passed; stopping")
                 break
-            self._apply(self.roster.tick(self._can_still_arrive(launcher, now)))
+            self._apply(self._tick(launcher, now))
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=0.25)
         await self.close()
         return self._result(launcher)
 
-    def _can_still_arrive(self, launcher: LaunchWatch | None, now: float) -> bool:
-        running = launcher.running() if launcher is not None else None
-        if running is None or running > self._live:
+    def _tick(self, launcher: LaunchWatch | None, now: float) -> list[Action]:
+        """The roster's clock, with how many open seats the launched workers can still fill.
+
+        A launch that came to nothing (a refused or throttled-out invocation, a process that
+        ended without connecting) leaves a seat no worker will fill: it fails at once, or
+        spends one of its retries, with the launcher's reason, instead of waiting out
+        --connect-timeout. Launches are counted, not matched to seats (a worker takes its
+        actor when it connects), so spares and relaunches make up for failed launches first.
+        A shortfall must last UNFILLABLE_GRACE: a relaunch is counted once it has started,
+        and a process's exit may be seen before its connection's end.
+        """
+        coming = launcher.may_connect(self._arrived, self._live) if launcher is not None else None
+        if coming is None or coming >= self.roster.open_seats:
             self._unfillable_since = None
-            return True
+            return self.roster.tick()
         if self._unfillable_since is None:
             self._unfillable_since = now
-        return now - self._unfillable_since < UNFILLABLE_GRACE
+        if now - self._unfillable_since < UNFILLABLE_GRACE:
+            return self.roster.tick()
+        assert launcher is not None
+        fresh = [(w, why) for w, why in launcher.failures().items() if w not in self._charged]
+        fresh.reverse()  # the latest launch failures are the ones that just left seats empty
+        shortfall = self.roster.open_seats - coming
+        self._charged.update(w for w, _ in fresh[:shortfall])
+        lost = [f"{launcher.never_connected}: {why}" for _, why in fresh[:shortfall]]
+        self._unfillable_since = None  # relaunches the roster asks for get their own grace
+        return self.roster.tick(coming, lost)
 
     def _ended_reason(self, why: str) -> Callable[[int], str]:
         def reason(actor: int) -> str:
@@ -305,7 +331,7 @@ class Coordinator:
         for actor, why in self.roster.failures().items():
             if actor in self._cut_short:
                 continue
-            if launch_trouble and actor in self.roster.unfilled:
+            if launch_trouble and actor in self.roster.unfilled and launch_trouble not in why:
                 why = f"{why}; the launcher reported: {launch_trouble}"
             label = self._label(actor)
             failures[f"actor {actor}" + (f" ({label})" if label else "")] = why
@@ -407,6 +433,7 @@ class Coordinator:
             await self._close(writer)
             return
         self._live += 1
+        self._arrived += 1
         try:
             seat = self.roster.arrive()
             if seat is None:

@@ -60,13 +60,18 @@ class Launcher(ABC):
     async def launch(self, events: list[dict[str, Any]]) -> None:
         """Start one worker per event; returns once all are started (not finished)."""
 
+    # How a seat fails when a launch meant for it came to nothing; the launcher's reason follows.
+    never_connected = "its worker ended without connecting"
+
     @abstractmethod
-    def running(self) -> int | None:
-        """Launched workers still alive, connected or not; None where unknowable."""
+    def may_connect(self, arrived: int, live: int) -> int | None:
+        """How many launched workers may still connect, given that ``arrived`` connections have
+        said OK:HELLO so far and ``live`` of them are open; None where unknowable. The server
+        fails the seats beyond it at once instead of waiting out --connect-timeout."""
 
     @abstractmethod
     def failures(self) -> dict[int, str]:
-        """Worker number -> why it could not be started or ended badly."""
+        """Worker number -> why it could not be started or ended badly, in the order they happened."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -66,6 +66,8 @@ class LambdaLauncher(Launcher):
     ``deadline`` seconds after launch; any other status fails that worker with a reason.
     """
 
+    never_connected = "its invocation failed"
+
     def __init__(
         self,
         functions: list[str],
@@ -113,7 +115,8 @@ class LambdaLauncher(Launcher):
         self._signers: dict[tuple[str, Endpoint], InvokeSigner] = {}
         self._checked: set[Target] = set()
         self._ssl = ssl.create_default_context(cafile=bundle)
-        self.launched = 0
+        self.issued = 0  # invocations handed to send(): each may start one worker
+        self.launched = 0  # accepted by Lambda
         self.retried = 0
         self._failed: dict[int, str] = {}
         self._queues: dict[Endpoint, asyncio.Queue[_Invocation]] = {}
@@ -151,7 +154,8 @@ class LambdaLauncher(Launcher):
                 error = explain(exc, f"reading Lambda concurrency in {region}")
                 if error.status == USAGE and not error.denied:
                     raise LaunchError(str(error)) from exc
-                self._say(f"warning: {error}; launching without knowing whether {workers} workers fit")
+                many = f"{workers} worker" + ("" if workers == 1 else "s")
+                self._say(f"warning: {error}; launching without knowing whether {many} fit")
         problems = shortfalls(workers, [(t.function, t.region) for t in self.targets], regions)
         if problems:
             raise LaunchError(advice(workers, problems))
@@ -229,6 +233,7 @@ class LambdaLauncher(Launcher):
         """
         if not invocations:
             return
+        self.issued += len(invocations)
         t0 = time.monotonic()
         batch = _Batch(len(invocations), asyncio.Event(), t0 + self.deadline)
         for inv in invocations:
@@ -309,8 +314,11 @@ class LambdaLauncher(Launcher):
         if inv.batch.remaining <= 0:
             inv.batch.done.set()
 
-    def running(self) -> int | None:
-        return None  # Lambda does not say whether an accepted invocation is still starting
+    def may_connect(self, arrived: int, live: int) -> int:
+        """Every invocation sent and not failed may start a worker, once: those that have not
+        connected yet. Lambda does not say whether an accepted one will ever run; that is what
+        --connect-timeout is for."""
+        return max(0, self.issued - len(self._failed) - arrived)
 
     def failures(self) -> dict[int, str]:
         return dict(self._failed)

@@ -98,8 +98,13 @@ class LocalLauncher(Launcher):
             if code != 0 and worker not in self._killed:
                 self._failed[worker] = f"worker process exited with status {code} (log: {log_path})"
 
-    def running(self) -> int | None:
+    def running(self) -> int:
+        """Worker processes started or waiting for a slot that have not ended."""
         return sum(1 for t in self._tasks if not t.done())
+
+    def may_connect(self, arrived: int, live: int) -> int:
+        """A process that has not ended may still connect, unless it is connected now."""
+        return max(0, self.running() - live)
 
     def failures(self) -> dict[int, str]:
         return dict(self._failed)

@@ -89,7 +89,8 @@ def test_missing_function_fails_with_a_clear_message(endpoint_keys, bundle):
     why = la.failures()[1]
     assert "function 'mu-b' in us-east-1: HTTP 404 ResourceNotFoundException" in why
     assert "check --function and --regions" in why
-    assert la.running() is None  # Lambda cannot tell; the coordinator relies on --connect-timeout
+    # Four invocations, two refused: at most two workers can connect, fewer once they have.
+    assert la.may_connect(arrived=0, live=0) == 2 and la.may_connect(arrived=2, live=1) == 0
 
 
 def test_throttling_past_the_deadline_fails(endpoint_keys, bundle):

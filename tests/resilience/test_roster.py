@@ -98,13 +98,51 @@ def test_vacancies_time_out_or_fail_once_no_worker_can_arrive():
     r = Roster(2, retries=1, connect_timeout=10, clock=clock)
     assert r.arrive() == (0, False)
     clock.now = 9
-    assert r.tick(can_still_arrive=True) == []
+    assert r.tick() == []
     clock.now = 10
-    assert r.tick(can_still_arrive=True) == [Relaunch(1, "no worker connected within --connect-timeout 10 s")]
+    assert r.tick() == [Relaunch(1, "no worker connected within --connect-timeout 10 s")]
     # The replacement never comes either, and actor 1's one retry is spent: it fails for good.
-    assert r.tick(can_still_arrive=False) == []
-
+    assert r.tick(fillable=0) == []
     assert r.outcome[1] == "its worker ended without connecting (after 1 retry)"
+
+
+def test_seats_no_launched_worker_can_fill_fail_at_once_the_last_filled_first():
+    """Launches are counted, not matched to seats: with 3 seats open and 1 worker still able to
+    come, the 2 seats it would not reach fail now, each with a launcher's reason, in arrival
+    order from the back; the one it would fill keeps waiting."""
+    r = Roster(4, retries=1, order=[3, 2, 1, 0], connect_timeout=300)
+    assert r.arrive() == (3, False)
+    assert r.tick(fillable=3) == []
+    lost = ["its invocation failed: HTTP 403", "its invocation failed: HTTP 404"]
+    assert r.tick(fillable=1, lost=lost) == [Relaunch(0, lost[0]), Relaunch(1, lost[1])]
+    assert r.open_seats == 3  # both reopened for their replacements
+    assert r.tick(fillable=1) == []  # their replacements failed too, and the one retry is spent
+    assert r.outcome == {0: "its worker ended without connecting (after 1 retry)",
+                         1: "its worker ended without connecting (after 1 retry)"}  # fmt: skip
+    assert r.open_seats == 1 and r.arrive() == (2, False)
+    r = Roster(2, connect_timeout=300)
+    assert r.tick(fillable=0, lost=["its invocation failed: HTTP 403"]) == []
+    assert r.outcome == {0: "its worker ended without connecting", 1: "its invocation failed: HTTP 403"}
+    assert r.done and r.unfilled == {0, 1}
+
+
+def test_a_launch_shortfall_drops_a_wanted_duplicate_before_failing_a_vacancy():
+    r = Roster(2, speculate=50, connect_timeout=300)
+    r.arrive(), r.arrive()
+    assert r.ended(0, None) == [Relaunch(1, "speculative duplicate of a straggler")]
+    assert r.open_seats == 1
+    assert r.tick(fillable=0, lost=["its invocation failed: HTTP 429"]) == []
+    assert r.open_seats == 0 and 1 not in r.outcome  # actor 1's own worker is still at it
+    assert r.ended(1, None) == [] and r.done and r.failures() == {}
+
+
+def test_a_finished_actor_wants_no_duplicate_any_more():
+    r = Roster(3, speculate=30)
+    r.arrive(), r.arrive(), r.arrive()
+    assert r.ended(0, None) == [Relaunch(1, "speculative duplicate of a straggler"),
+                                Relaunch(2, "speculative duplicate of a straggler")]  # fmt: skip
+    assert r.ended(1, None) == []
+    assert r.open_seats == 1 and r.arrive() == (2, True)
 
 
 def test_speculation_duplicates_stragglers_once_and_the_first_finisher_wins():
