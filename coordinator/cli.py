@@ -272,11 +272,13 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
     raise KeyError(name)
 
 
-def validate_run(command: list[str]) -> None:
-    """Parse and check ``run JOB ...`` as ``mu run`` would; a usage error exits with status 2.
+def validate_command(command: list[str]) -> None:
+    """Parse and check ``run JOB ...`` or ``map ...`` as ``mu`` would, with no network call (for
+    ``mu submit``, before a task is paid for); a usage error exits with status 2.
 
     A mu job file parses its own flags in ``main()``, which also starts the job, so only its
-    loading is checked here.
+    loading is checked here; ``map`` lists its input only when it runs, so only the form of
+    its options is checked.
     """
     if command[:1] == ["run"] and len(command) > 1 and is_job_file(command[1]):
         try:
@@ -297,6 +299,13 @@ def validate_run(command: list[str]) -> None:
     parser = build_parser()
     args = parser.parse_args(command)
     check_backend(args)
+    if args.subcommand == "map":
+        try:
+            aws_options.check(args)
+            map_job.check_arguments(args)
+        except ValueError as exc:
+            subparser(parser, "map").error(str(exc))
+        return
     try:
         aws_options.check(args)
         check_workers(args, job_modules()[args.job].make_job(args))
@@ -635,7 +644,7 @@ def _main(argv: list[str]) -> int:
     if argv[:1] == ["submit"]:
         from coordinator.aws.submit import main as submit_main
 
-        return submit_main(argv[1:], validate_run)
+        return submit_main(argv[1:], validate_command)
     if argv[:1] == ["run"] and len(argv) > 1 and is_job_file(argv[1]):
         return cmd_run_file(argv[1], argv[2:])
     parser = build_parser()

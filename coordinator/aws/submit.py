@@ -26,6 +26,7 @@ from coordinator.aws.session import (
 )
 from coordinator.core.logsink import TIMING_PREFIX
 from coordinator.core.runner import new_job_id
+from coordinator.jobs import job_modules
 
 DEFAULT_STACK = "MuStack"
 LOG_PREFIX = "mu"  # the awslogs stream prefix in stacks/coordinator.py
@@ -90,23 +91,52 @@ def timing_url(outputs: dict[str, str], job_id: str) -> str:
 
 
 def container_command(job: str, job_args: list[str], outputs: dict[str, str], job_id: str) -> list[str]:
-    """What the container runs: ``mu run JOB ...`` on the aws backend, listening on every interface.
+    """What the container runs: ``mu run JOB ...`` (``mu map ...`` for ``map``) on the aws
+    backend, listening on every interface.
 
-    The stack's bucket, worker functions and regions, a job id and the timing log's place in S3
-    fill in whatever the user did not give.
+    The stack's bucket (a job's ``--bucket``; map names its own with ``--input``), worker
+    functions and regions, a job id and the timing log's place in S3 fill in whatever the user
+    did not give.
     """
-    command = ["run", job, *job_args]
-    defaults = {
-        ("-b", "--bucket"): outputs["Bucket"],
+    command = ["map", *job_args] if job == "map" else ["run", job, *job_args]
+    defaults: dict[tuple[str, ...], str] = {
         ("--function",): outputs["FunctionNames"],
         ("--regions",): outputs["Regions"],
         ("--job-id",): job_id,
         ("--timing-s3",): timing_url(outputs, job_id),
     }
+    if job != "map":
+        defaults = {("-b", "--bucket"): outputs["Bucket"], **defaults}
     for names, value in defaults.items():
         if _given(job_args, *names) is None:
             command += [names[-1], value]
     return [*command, "--backend", "aws", "--host", "0.0.0.0"]
+
+
+def refuse_local_code(job: str, job_args: list[str]) -> None:
+    """The task runs the stack's image, which holds mu and its own jobs and nothing of the
+    user's: a job file or mu pymap's module would not be found there. Refused (exit 2) with
+    what to do instead, before any AWS call."""
+    reachable = (
+        "on a machine whose address Lambda workers can reach on the coordinator's port (e.g. an EC2 "
+        "instance with a public IP and that port open), with --backend aws --function FUNCTION "
+        "--advertise ITS_ADDRESS (the stack's FunctionNames output names the functions)"
+    )
+    if job == "pymap":
+        module = next((a for a in job_args if not a.startswith("-")), "MODULE:FUNCTION")
+        raise SubmitError(
+            f"cannot submit pymap: the coordinator task runs the stack's image, which holds neither your "
+            f"module ({module}) nor your --items file, and mu pymap needs both where the coordinator runs. "
+            f"Run 'mu pymap {module} --items FILE ...' yourself {reachable}",
+            USAGE,
+        )
+    if job.endswith(".py") or "/" in job:
+        raise SubmitError(
+            f"cannot submit the job file {job}: the coordinator task runs the stack's image, which holds "
+            f"only mu's own jobs ({', '.join(job_modules())}, and map). Run 'mu run {job} ...' yourself "
+            f"{reachable}",
+            USAGE,
+        )
 
 
 def run_task(ecs: Any, outputs: dict[str, str], command: list[str]) -> str:
@@ -197,10 +227,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
         prog="mu submit",
         description="Run a job's coordinator as a Fargate task of the deployed stack. Job options are "
-        "those of 'mu run JOB'; the bucket, --function and --regions default to the stack's.",
+        "those of 'mu run JOB' (of 'mu map' for map); the bucket, --function and --regions default to the "
+        "stack's. Job files and pymap are refused: the task's image holds none of your code.",
         allow_abbrev=False,  # an abbreviation must never take a job option away from the job
     )
-    p.add_argument("job", help="the job to run, e.g. png2y4m")
+    p.add_argument("job", help=f"the job to run: {', '.join(job_modules())}, or map")
     p.add_argument("--stack", default=DEFAULT_STACK, help=f"the deployed stack's name ({DEFAULT_STACK})")
     p.add_argument(
         "--region", default=None, help="the stack's region (AWS_REGION, AWS_DEFAULT_REGION, the profile's)"
@@ -211,8 +242,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str], validate: Callable[[list[str]], None]) -> int:
-    """``validate`` checks ``run JOB ...`` as ``mu run`` would and exits 2 on a usage error."""
+    """``validate`` checks the container's command (``run JOB ...``, ``map ...``) as ``mu`` would
+    and exits 2 on a usage error."""
     args, job_args = parse(argv)
+    try:
+        refuse_local_code(args.job, job_args)
+    except SubmitError as exc:
+        print(f"mu submit: {exc}", file=sys.stderr)
+        return exc.status
     job_id = _given(job_args, "--job-id") or new_job_id(args.job)
     validate(container_command(args.job, job_args, PLACEHOLDERS, job_id))
     try:

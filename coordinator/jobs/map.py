@@ -128,13 +128,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suffix", default="", help="appended to each output name, e.g. .y4m ('')")
 
 
-def make_job(args: argparse.Namespace, s3: Any = None) -> Job:
-    in_bucket, in_prefix = parse_s3_url(args.input, "--input")
-    out_bucket, out_prefix = parse_s3_url(args.output, "--output")
+def check_arguments(args: argparse.Namespace) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The options' form alone, with no S3 call (``mu submit map`` checks them before any AWS
+    call): ValueError if wrong, else the input's and the output's (bucket, prefix)."""
+    where = parse_s3_url(args.input, "--input"), parse_s3_url(args.output, "--output")
     if args.chunk < 1:
         raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
     if "/" in args.suffix:
         raise ValueError(f"--suffix may not contain '/', got {args.suffix!r}")
+    return where
+
+
+def make_job(args: argparse.Namespace, s3: Any = None) -> Job:
+    (in_bucket, in_prefix), (out_bucket, out_prefix) = check_arguments(args)
     if s3 is None:
         s3 = s3_client(args.region, args.s3_endpoint)
     try:

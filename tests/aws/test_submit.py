@@ -120,6 +120,65 @@ def test_options_the_user_gives_are_kept(s3, deployed):
     assert started_job(proc) == "named-job"
 
 
+def test_submit_map_runs_mu_map_in_the_task(s3, deployed):
+    """map is a command of its own, not a job of mu run: the task runs 'mu map ...', and the
+    stack's bucket is not added (map names its buckets in --input and --output)."""
+    proc = mu(s3, "submit", "map", "--input", "s3://mu-data-bucket/in/", "--output",
+              "s3://mu-data-bucket/out/", "--command", "wc -c ##INFILE## > ##OUTFILE##", "--chunk", "2",
+              "--stack", deployed["stack"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job = started_job(proc)
+    assert re.fullmatch(r"map-[0-9a-f]{12}", job)
+    out = deployed["outputs"]
+    task = s3.client("ecs").describe_tasks(cluster=out["Cluster"], tasks=[proc.stdout.strip()])["tasks"][0]
+    assert task["overrides"]["containerOverrides"][0]["command"] == [
+        "map", "--input", "s3://mu-data-bucket/in/", "--output", "s3://mu-data-bucket/out/",
+        "--command", "wc -c ##INFILE## > ##OUTFILE##", "--chunk", "2",
+        "--function", "MuStack-worker-0,MuStack-worker-1", "--regions", "us-east-1,us-west-2",
+        "--job-id", job, "--timing-s3", f"s3://mu-data-bucket/mu-logs/{job}/timing.json",
+        "--backend", "aws", "--host", "0.0.0.0",
+    ]  # fmt: skip
+
+
+def test_submit_map_checks_maps_options_before_any_aws_call(s3, deployed, tmp_path):
+    ecs = s3.client("ecs")
+    before = len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"])
+    dead = {**no_aws(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    good = ["--input", "s3://b/in/", "--output", "s3://b/out/", "--command", "true"]
+    for args, message in [
+        (["--input", "b/in/", *good[2:]], "mu map: error: --input must look like s3://BUCKET/PREFIX/, got"),
+        (good[:4], "mu map: error: the following arguments are required: --command"),
+        ([*good, "--chunk", "0"], "mu map: error: --chunk must be at least 1, got 0"),
+        ([*good, "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ]:
+        proc = mu(s3, "submit", "map", *args, "--stack", deployed["stack"], env=dead)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("usage: mu ") and message in proc.stderr
+    assert len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"]) == before
+
+
+def test_submit_refuses_code_the_tasks_image_does_not_hold(s3, deployed, tmp_path):
+    ecs = s3.client("ecs")
+    before = len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"])
+    dead = {**no_aws(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    proc = mu(s3, "submit", "pymap", "tasks:square", "--items", "items.jsonl", env=dead)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(
+        "mu submit: cannot submit pymap: the coordinator task runs the stack's image, which holds neither "
+        "your module (tasks:square) nor your --items file"
+    )
+    assert "Run 'mu pymap tasks:square --items FILE ...' yourself on a machine whose address" in proc.stderr
+    assert "--backend aws --function FUNCTION --advertise ITS_ADDRESS" in proc.stderr
+    job_file = tmp_path / "myjob.py"
+    job_file.write_text("def main():\n    pass\n")
+    proc = mu(s3, "submit", str(job_file), env=dead)
+    assert proc.returncode == 2
+    refusal = f"mu submit: cannot submit the job file {job_file}: the coordinator task runs the stack's image"
+    assert proc.stderr.startswith(refusal)
+    assert len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"]) == before
+
+
 def no_aws(tmp_path):
     """An environment with no AWS configuration at all: no region, no credentials, no profile."""
     env = {k: None for k in os.environ if k.startswith("AWS_")}
