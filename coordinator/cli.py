@@ -16,7 +16,7 @@ from typing import Any
 
 from coordinator import import_mu
 from coordinator.aws import options as aws_options
-from coordinator.aws.discover import DiscoveryError, task_public_address
+from coordinator.aws.discover import DiscoveryError, task_metadata_uri, task_public_address
 from coordinator.aws.session import AwsError
 from coordinator.core import tls
 from coordinator.core.job import Job
@@ -33,7 +33,7 @@ from coordinator.launch.local import LocalLauncher
 from coordinator.launch.sandbox import NoSandbox
 from coordinator.preflight import JobIO, PreflightError, run_checks
 from coordinator.preflight.checks import check_credentials, check_outputs
-from coordinator.preflight.plan import plan_text
+from coordinator.preflight.plan import dial_plan, plan_text
 from coordinator.report import command as report_command
 from coordinator.report.cost import DEFAULT_WORKER_MEMORY_MB, PriceError, load_prices
 from coordinator.report.streams import Guarded, silence
@@ -440,6 +440,15 @@ def _execute(
     except (PreflightError, PriceError) as exc:
         return _error(exc), None
     job_id = args.job_id or new_job_id(job.name)
+    host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
+    # Workers dial the task's public address, found at launch; a dry run only says so.
+    discover = args.backend == "aws" and not args.advertise and host in ("0.0.0.0", "::")
+    if discover and not args.dry_run:
+        try:
+            task_metadata_uri()  # outside a task, no address can be found: say so before any AWS call
+        except DiscoveryError as exc:
+            print(f"mu: {exc}", file=sys.stderr)
+            return 2, None
     status = Status(job.name, job.workers)
     keys = job_keys(parser, args, job_id)
     # Settings that need no network are checked before the S3 checks.
@@ -449,9 +458,8 @@ def _execute(
         status.close()
         print(f"mu: {exc}", file=sys.stderr)
         return 2, None
-    host = args.host or ("127.0.0.1" if args.backend == "local" else "0.0.0.0")
     advertise = args.advertise
-    if args.backend == "aws" and not advertise and host in ("0.0.0.0", "::"):
+    if discover and not args.dry_run:
         try:
             advertise = task_public_address()
         except DiscoveryError as exc:
@@ -470,10 +478,13 @@ def _execute(
     for warning in found.warnings:
         status.event(f"warning: {warning}")
     if args.dry_run:
+        dial, trouble = dial_plan(args.backend, host, args.advertise, args.port)
+        if trouble:
+            status.event(f"warning: {trouble}")
         status.close()
         print(plan_text(job=job.name, workers=job.workers, spares=args.spares, backend=args.backend,
                         concurrency=args.concurrency, io=io, memory_mb=args.worker_memory, prices=prices,
-                        found=found))  # fmt: skip
+                        found=found, dial=dial))  # fmt: skip
         return 0, None
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,

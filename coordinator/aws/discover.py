@@ -73,13 +73,20 @@ def public_ip(ec2: Any, network: TaskNetwork, vpc_id: str | None) -> str:
     )
 
 
-def task_public_address(metadata_uri: str | None = None, ec2: Any = None, vpc_id: str | None = None) -> str:
-    uri = metadata_uri or os.environ.get(METADATA_ENV)
+def task_metadata_uri() -> str:
+    """Where task metadata is, read from the environment alone (no network): a job that must
+    discover its address learns it cannot before any AWS call is made."""
+    uri = os.environ.get(METADATA_ENV)
     if not uri:
         raise DiscoveryError(
             f"{METADATA_ENV} is not set, so this is not an ECS task: "
             "say which address workers dial with --advertise"
         )
+    return uri
+
+
+def task_public_address(metadata_uri: str | None = None, ec2: Any = None, vpc_id: str | None = None) -> str:
+    uri = metadata_uri or task_metadata_uri()
     network = task_network(uri)
     if ec2 is None:
         import boto3

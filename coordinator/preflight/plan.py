@@ -1,7 +1,14 @@
-"""The plan ``--dry-run`` prints: workers, inputs, outputs and what it would cost."""
+"""The plan ``--dry-run`` prints: workers, where they dial, inputs, outputs, what it would cost,
+and what was checked.
+
+A dry run makes the read-only calls a real run makes before it launches (credentials, one
+listing of the inputs, Lambda's concurrency settings) and nothing that belongs to running the
+job: no port is opened, no address is discovered, nothing is invoked.
+"""
 
 from __future__ import annotations
 
+from coordinator.aws.discover import DiscoveryError, task_metadata_uri
 from coordinator.preflight.checks import Preflight
 from coordinator.preflight.io import JobIO
 from coordinator.report.cost import DEFAULT_TASK_GB, DEFAULT_TASK_VCPU, dollars, per_worker_minute
@@ -20,6 +27,7 @@ def plan_text(
     memory_mb: int,
     prices: dict[str, float],
     found: Preflight,
+    dial: str,
 ) -> str:
     lines = [f"mu {job}: dry run, nothing launched"]
     extra = f" and {spares} spares" if spares else ""
@@ -28,6 +36,7 @@ def plan_text(
         lines.append(f"  workers: {workers}{extra}, local processes, at most {at_once} at once")
     else:
         lines.append(f"  workers: {workers}{extra}, Lambda invocations at {memory_mb} MB")
+    lines.append(f"  workers dial: {dial}")
     if io is not None:
         pages = found.list_requests
         checked = "listed by the job" if io.listed else f"all present; checked with {pages} LIST request(s)"
@@ -45,7 +54,29 @@ def plan_text(
     else:
         lines.append("  reads and writes: not declared by this job (no input checks)")
     lines.append("  " + cost_line(backend, workers + spares, io, memory_mb, prices, found))
+    done = ["credentials"] if io is not None or backend == "aws" else []
+    if io is not None:
+        done.append("the bucket and every input (S3)")
+    if backend == "aws":
+        done.append("the worker functions and the account's Lambda concurrency")
+    lines.append(f"  checked: {', '.join(done) or 'the options'}; not done: opening the port, "
+                 + ("finding the address, " if backend == "aws" else "") + "launching")  # fmt: skip
     return "\n".join(lines)
+
+
+def dial_plan(backend: str, host: str, advertise: str | None, port: int) -> tuple[str, str | None]:
+    """Where workers will connect, as far as a dry run can tell without looking it up, and a
+    warning when the real run could not find it."""
+    where = f":{port}" if port else " on a free port"
+    if advertise:
+        return f"{advertise}{where} (--advertise)", None
+    if backend == "local" or host not in ("0.0.0.0", "::"):
+        return f"{host}{where}", None
+    try:
+        task_metadata_uri()
+    except DiscoveryError as exc:
+        return "unknown: no --advertise, and not in an ECS task", f"the job itself would stop here: {exc}"
+    return f"this Fargate task's public IP{where}, found from its network interface when the job starts", None
 
 
 def cost_line(

@@ -146,28 +146,65 @@ def test_dry_run_prints_the_plan_and_launches_nothing(s3, bucket, tmp_path):
     assert not logs.exists() and "listening on" not in proc.stderr
 
 
-def test_aws_dry_run_invokes_nothing(s3, bucket, tmp_path):
-    """A dry run may read Lambda's concurrency settings (a pre-flight check), never invoke."""
+def aws_run(s3, bucket, tmp_path, *extra, env=None):
+    """png2y4m on the aws backend against a fake Lambda that would run what it is sent."""
     keys = make_job_keys(hosts=("127.0.0.1",))
     bundle = tmp_path / "ca.pem"
     bundle.write_text(keys.ca_cert)
 
     async def scenario():
         async with FakeLambda(keys, run_workers=True) as fake:
-            env = {**os.environ, "AWS_ACCESS_KEY_ID": CREDS.access_key,
-                   "AWS_SECRET_ACCESS_KEY": CREDS.secret_key, "AWS_SESSION_TOKEN": CREDS.token,
-                   "AWS_CA_BUNDLE": str(bundle)}  # fmt: skip
+            full = {**os.environ, "AWS_ACCESS_KEY_ID": CREDS.access_key,
+                    "AWS_SECRET_ACCESS_KEY": CREDS.secret_key, "AWS_SESSION_TOKEN": CREDS.token,
+                    "AWS_CA_BUNDLE": str(bundle)}  # fmt: skip
+            full.pop("ECS_CONTAINER_METADATA_URI_V4", None)
             proc = await asyncio.to_thread(
-                png2y4m, s3, bucket, tmp_path / "logs", "-n", "2", "--dry-run", "--backend", "aws",
-                "--function", "mu-worker", "--advertise", "127.0.0.1", "--lambda-endpoint", fake.url, env=env,
+                png2y4m, s3, bucket, tmp_path / "logs", "-n", "2", "--backend", "aws",
+                "--function", "mu-worker", "--lambda-endpoint", fake.url, *extra, env=full | (env or {}),
             )  # fmt: skip
             return proc, fake
 
-    proc, fake = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_aws_dry_run_invokes_nothing(s3, bucket, tmp_path):
+    """A dry run may read Lambda's concurrency settings (a pre-flight check), never invoke."""
+    proc, fake = aws_run(s3, bucket, tmp_path, "--dry-run", "--advertise", "127.0.0.1")
     assert proc.returncode == 0, proc.stderr
     assert fake.seen == []  # no invocation
     assert "workers: 2, Lambda invocations at 3008 MB" in proc.stdout
+    assert "workers dial: 127.0.0.1 on a free port (--advertise)" in proc.stdout
     assert "for 2 invocations" in proc.stdout and "per minute the workers run" in proc.stdout
+    assert (
+        "checked: credentials, the bucket and every input (S3), the worker functions and the account's "
+        "Lambda concurrency; not done: opening the port, finding the address, launching"
+    ) in proc.stdout
+
+
+def test_aws_dry_run_without_advertise_prints_the_plan_and_looks_no_address_up(s3, bucket, tmp_path):
+    """Outside a task the address cannot be found: the plan says so and warns, exit 0. In a task
+    it says the address will be found at launch; task metadata (a dead URL here) is not read."""
+    proc, fake = aws_run(s3, bucket, tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "workers dial: unknown: no --advertise, and not in an ECS task" in proc.stdout
+    assert "warning: the job itself would stop here: ECS_CONTAINER_METADATA_URI_V4 is not set" in proc.stderr
+    assert "--advertise" in proc.stderr and "reads:   6 objects" in proc.stdout
+    assert fake.seen == []
+    in_task = {"ECS_CONTAINER_METADATA_URI_V4": f"http://127.0.0.1:{free_port()}/v4/dead"}
+    proc, fake = aws_run(s3, bucket, tmp_path, "--dry-run", env=in_task)
+    assert proc.returncode == 0, proc.stderr
+    assert "workers dial: this Fargate task's public IP on a free port, found from its network" in proc.stdout
+    assert "warning" not in proc.stderr and fake.seen == []
+
+
+def test_aws_run_outside_a_task_without_advertise_stops_before_any_aws_call(s3, bucket, tmp_path):
+    proc, fake = aws_run(s3, bucket, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "mu: ECS_CONTAINER_METADATA_URI_V4 is not set, so this is not an ECS task: say which address workers "
+        "dial with --advertise"
+    )
+    assert fake.settings_reads == [] and fake.seen == []
 
 
 def test_local_workers_far_above_the_cores_warn_and_say_how_to_override():
