@@ -44,8 +44,8 @@ class LambdasInThreads(Launcher):
         await asyncio.sleep(self.delay(event["worker"]))
         return await asyncio.to_thread(lambda_handler, event, Context())
 
-    def running(self) -> int | None:
-        return sum(1 for t in self.tasks if not t.done())
+    def may_connect(self, arrived: int, live: int) -> int | None:
+        return max(0, sum(1 for t in self.tasks if not t.done()) - live)
 
     def failures(self) -> dict[int, str]:
         return {}
