@@ -35,7 +35,13 @@ from coordinator.preflight import JobIO, PreflightError, run_checks
 from coordinator.preflight.checks import check_credentials, check_outputs
 from coordinator.preflight.plan import dial_plan, plan_text
 from coordinator.report import command as report_command
-from coordinator.report.cost import DEFAULT_WORKER_MEMORY_MB, PriceError, load_prices
+from coordinator.report.cost import (
+    DEFAULT_WORKER_ARCH,
+    DEFAULT_WORKER_MEMORY_MB,
+    WORKER_ARCHITECTURES,
+    PriceError,
+    load_prices,
+)
 from coordinator.report.streams import Guarded, silence
 from coordinator.report.summary import run_summary
 
@@ -53,6 +59,15 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
+
+    return parse
+
+
+def _one_of(names: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(names)}, got {text!r}")
+        return str(text)
 
     return parse
 
@@ -178,6 +193,11 @@ def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> Non
                    default=env_default("MU_WORKER_MEMORY", str(DEFAULT_WORKER_MEMORY_MB)), metavar="MB",
                    help=f"aws backend: the worker function's memory, for the cost estimate "
                         f"($MU_WORKER_MEMORY, else {DEFAULT_WORKER_MEMORY_MB})")  # fmt: skip
+    arches = " or ".join(WORKER_ARCHITECTURES)
+    g.add_argument("--worker-arch", type=from_env(_one_of(WORKER_ARCHITECTURES), arches),
+                   default=env_default("MU_WORKER_ARCH", DEFAULT_WORKER_ARCH), metavar="ARCH",
+                   help=f"aws backend: the worker function's CPU, {arches}, for the cost estimate "
+                        f"($MU_WORKER_ARCH, else {DEFAULT_WORKER_ARCH})")  # fmt: skip
     aws_options.add_arguments(p, _positive(int), _positive(float))
 
 
@@ -483,8 +503,8 @@ def _execute(
             status.event(f"warning: {trouble}")
         status.close()
         print(plan_text(job=job.name, workers=job.workers, spares=args.spares, backend=args.backend,
-                        concurrency=args.concurrency, io=io, memory_mb=args.worker_memory, prices=prices,
-                        found=found, dial=dial))  # fmt: skip
+                        concurrency=args.concurrency, io=io, memory_mb=args.worker_memory,
+                        arch=args.worker_arch, prices=prices, found=found, dial=dial))  # fmt: skip
         return 0, None
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,
@@ -496,7 +516,8 @@ def _execute(
     worker_logs = worker_log_place(args, launcher)
     options.meta = {
         "job_id": job_id, "backend": args.backend, "spares": args.spares, "worker_logs": worker_logs,
-        "lambda_memory_mb": args.worker_memory, "s3_list": found.list_requests,
+        "lambda_memory_mb": args.worker_memory, "lambda_arch": args.worker_arch,
+        "s3_list": found.list_requests,
         "before_listening": time.monotonic() - started,
         "prices": prices if (args.prices or os.environ.get("MU_PRICES")) else None,
     }  # fmt: skip

@@ -115,6 +115,9 @@ class Coordinator(Construct):
                 "MU_CONNECT_TIMEOUT": str(settings.connect_timeout),
                 # Address discovery looks for the task's network interface in this VPC only.
                 "MU_VPC_ID": self.vpc.vpc_id,
+                # The cost estimate prices the worker functions as deployed (memory, x86-64 or arm64).
+                "MU_WORKER_MEMORY": str(settings.memory),
+                "MU_WORKER_ARCH": settings.arch,
             },
             command=["--help"],
         )
@@ -171,7 +174,8 @@ class Coordinator(Construct):
         acknowledge(
             self.task_definition,
             "AwsSolutions-ECS2",
-            "The environment holds the port, a timeout and the VPC id, no secrets.",
+            "The environment holds the port, a timeout, the VPC id and the workers' memory and CPU, "
+            "no secrets.",
         )
         acknowledge(
             self.task_definition,

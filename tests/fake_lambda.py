@@ -53,6 +53,7 @@ class FakeLambda:
     deny_settings: bool = False  # answer GetAccountSettings with AccessDeniedException
     settings_reads: list[tuple[str, str]] = field(default_factory=list)  # (operation, region)
     runtime: str = f"python{sys.version_info[0]}.{sys.version_info[1]}"  # what GetFunctionConfiguration says
+    architecture: str = "x86_64"  # and its Architectures
 
     async def __aenter__(self) -> FakeLambda:
         self.server = await asyncio.start_server(
@@ -151,7 +152,10 @@ class FakeLambda:
         m = re.fullmatch(r"/2015-03-31/functions/([^/]+)/configuration", path)
         if m:
             self.settings_reads.append(("GetFunctionConfiguration", region))
-            answer = {"FunctionName": unquote(m.group(1)), "Runtime": self.runtime, "MemorySize": 3008}
+            answer = {
+                "FunctionName": unquote(m.group(1)), "Runtime": self.runtime, "MemorySize": 3008,
+                "Architectures": [self.architecture],
+            }  # fmt: skip
             return 200, json.dumps(answer).encode()
         m = re.fullmatch(r"/2019-09-30/functions/([^/]+)/concurrency", path)
         if not m:

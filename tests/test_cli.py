@@ -40,6 +40,8 @@ def test_bad_environment_values_cost_nothing_until_their_option_is_used():
         ("MU_PORT", "abc", ("-t", "port", 5), "MU_PORT must be a port number, 0 to 65535, got 'abc'"),
         ("MU_WORKER_MEMORY", "abc", ("--worker-memory", "worker_memory", 512),
          "MU_WORKER_MEMORY must be a whole number of MB above 0, got 'abc'"),
+        ("MU_WORKER_ARCH", "aarch64", ("--worker-arch", "worker_arch", "arm64"),
+         "MU_WORKER_ARCH must be x86_64 or arm64, got 'aarch64'"),
         ("MU_CONNECT_TIMEOUT", "x", ("--connect-timeout", "connect_timeout", 9.0),
          "MU_CONNECT_TIMEOUT must be a number of seconds above 0, got 'x'"),
         ("MU_CONNECT_TIMEOUT", "-1", ("--connect-timeout", "connect_timeout", 9.0),
@@ -66,14 +68,18 @@ def test_good_environment_values_are_parsed_with_the_options_type(monkeypatch):
     monkeypatch.setenv("MU_PORT", "4000")
     monkeypatch.setenv("MU_WORKER_MEMORY", "1769")
     monkeypatch.setenv("MU_CONNECT_TIMEOUT", "2.5")
+    monkeypatch.setenv("MU_WORKER_ARCH", "arm64")
     map_args = ["map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "x"]
     args = build_parser().parse_args(map_args)
     assert (args.port, args.worker_memory, args.connect_timeout) == (4000, 1769, 2.5)
+    assert args.worker_arch == "arm64"
+    monkeypatch.delenv("MU_WORKER_ARCH")
     monkeypatch.delenv("MU_PORT")
     monkeypatch.delenv("MU_WORKER_MEMORY")
     monkeypatch.delenv("MU_CONNECT_TIMEOUT")
     args = build_parser().parse_args(["run", "scan", "-b", "x"])
     assert (args.port, args.worker_memory, args.connect_timeout) == (13579, 3008, 300.0)
+    assert args.worker_arch == "x86_64"
 
 
 # How the code reads the environment: ``os.environ.get("X")``, ``os.environ["X"]``,

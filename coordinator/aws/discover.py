@@ -14,7 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
+from coordinator.core.logsink import IN_TASK_ENV as METADATA_ENV
+
 VPC_ENV = "MU_VPC_ID"
 
 

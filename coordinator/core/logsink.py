@@ -30,9 +30,14 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return parts.netloc, key
 
 
+def in_ecs_task() -> bool:
+    """ECS sets the task metadata endpoint's address in every container it runs (Fargate too)."""
+    return bool(os.environ.get(IN_TASK_ENV))
+
+
 def default_s3_url(bucket: str, job_id: str) -> str | None:
     """In a Fargate task, the job's own folder under mu-logs/ of its bucket; elsewhere nothing."""
-    if not os.environ.get(IN_TASK_ENV) or not bucket:
+    if not in_ecs_task() or not bucket:
         return None
     return f"s3://{bucket}/{TIMING_PREFIX}{job_id}/timing.json"
 

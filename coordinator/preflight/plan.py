@@ -9,9 +9,16 @@ job: no port is opened, no address is discovered, nothing is invoked.
 from __future__ import annotations
 
 from coordinator.aws.discover import DiscoveryError, task_metadata_uri
+from coordinator.core.logsink import in_ecs_task
 from coordinator.preflight.checks import Preflight
 from coordinator.preflight.io import JobIO
-from coordinator.report.cost import DEFAULT_TASK_GB, DEFAULT_TASK_VCPU, dollars, per_worker_minute
+from coordinator.report.cost import (
+    DEFAULT_TASK_GB,
+    DEFAULT_TASK_VCPU,
+    dollars,
+    per_worker_minute,
+    task_per_hour,
+)
 
 SHOWN_ACTORS = 3
 
@@ -25,6 +32,7 @@ def plan_text(
     concurrency: int,
     io: JobIO | None,
     memory_mb: int,
+    arch: str,
     prices: dict[str, float],
     found: Preflight,
     dial: str,
@@ -35,7 +43,7 @@ def plan_text(
         at_once = min(workers + spares, concurrency)
         lines.append(f"  workers: {workers}{extra}, local processes, at most {at_once} at once")
     else:
-        lines.append(f"  workers: {workers}{extra}, Lambda invocations at {memory_mb} MB")
+        lines.append(f"  workers: {workers}{extra}, Lambda invocations at {memory_mb} MB ({arch})")
     lines.append(f"  workers dial: {dial}")
     if io is not None:
         pages = found.list_requests
@@ -53,7 +61,7 @@ def plan_text(
             lines.append(f"    actor {actor}: {io.label(actor)}")
     else:
         lines.append("  reads and writes: not declared by this job (no input checks)")
-    lines.append("  " + cost_line(backend, workers + spares, io, memory_mb, prices, found))
+    lines.append("  " + cost_line(backend, workers + spares, io, memory_mb, arch, prices, found))
     done = ["credentials"] if io is not None or backend == "aws" else []
     if io is not None:
         done.append("the bucket and every input (S3)")
@@ -84,9 +92,13 @@ def cost_line(
     invocations: int,
     io: JobIO | None,
     memory_mb: int,
+    arch: str,
     prices: dict[str, float],
     found: Preflight,
+    on_fargate: bool | None = None,
 ) -> str:
+    """``on_fargate``: whether the coordinator runs in ECS (default: whether this process does);
+    only then does the job pay for its task, at least Fargate's minimum minute."""
     gets = io.input_keys if io else 0
     puts = (io.output_keys if io else 0) + found.list_requests
     s3 = gets * prices["s3_get_request"] + puts * prices["s3_put_request"]
@@ -96,14 +108,16 @@ def cost_line(
             f"S3 requests {dollars(s3)} if the bucket is on AWS"
         )
     fixed = invocations * prices["lambda_request"] + s3
-    task = (
-        DEFAULT_TASK_VCPU * prices["fargate_vcpu_hour"]
-        + DEFAULT_TASK_GB * prices["fargate_gb_hour"]
-        + prices["public_ipv4_hour"]
-    ) / 60
-    per_minute = invocations * per_worker_minute(memory_mb, prices) + task
+    per_minute = invocations * per_worker_minute(memory_mb, arch, prices)
+    running = f"{invocations} x {memory_mb} MB of Lambda ({arch})"
+    if on_fargate is None:
+        on_fargate = in_ecs_task()
+    if on_fargate:
+        per_minute += task_per_hour(DEFAULT_TASK_VCPU, DEFAULT_TASK_GB, prices) / 60
+        running += " and the coordinator's Fargate task, billed for a minute at least"
+    else:
+        running += "; no Fargate: the coordinator runs outside ECS"
     return (
         f"estimated cost: {dollars(fixed)} for {invocations} invocations and {gets + puts} S3 requests, "
-        f"plus {dollars(per_minute)} per minute the workers run ({invocations} x {memory_mb} MB of Lambda "
-        f"and the coordinator task)"
+        f"plus {dollars(per_minute)} per minute the workers run ({running})"
     )

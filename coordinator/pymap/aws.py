@@ -38,9 +38,10 @@ def lambda_launcher(opts: Options, status: Status, workers: int) -> LambdaLaunch
     return launcher
 
 
-def worker_runtime(opts: Options) -> tuple[str, int | None]:
-    """The worker function's Python version (``3.12``) and memory (MB), read from Lambda before
-    anything is launched, so that a function is pickled for the Python that will load it."""
+def worker_runtime(opts: Options) -> tuple[str, int | None, str | None]:
+    """The worker function's Python version (``3.12``), memory (MB) and architecture
+    (``x86_64`` or ``arm64``), read from Lambda before anything is launched, so that a function
+    is pickled for the Python that will load it and the cost estimate prices what runs."""
     config = _launcher(opts, None).configuration()
     runtime, memory = config.get("Runtime"), config.get("MemorySize")
     if not isinstance(runtime, str) or not runtime.startswith("python"):
@@ -49,4 +50,6 @@ def worker_runtime(opts: Options) -> tuple[str, int | None]:
             f"{runtime or 'unreadable'}); pass python='3.12' (mu pymap --python 3.12), the version "
             "the stack deployed (-c python=...)"
         )
-    return runtime.removeprefix("python"), memory if isinstance(memory, int) else None
+    arches = config.get("Architectures")
+    arch = arches[0] if isinstance(arches, list) and arches and isinstance(arches[0], str) else None
+    return runtime.removeprefix("python"), memory if isinstance(memory, int) else None, arch

@@ -160,6 +160,7 @@ class Executor:
         self._engine: _Engine | None = None
         self._python: str | None = None
         self.worker_memory: int | None = None  # MB of the Lambda workers, for the cost estimate
+        self.worker_arch: str | None = None  # and their CPU (x86_64, arm64), which sets its price
         self._shut = False
         self._stopped = threading.Event()  # set once shutdown has finished
         self.result: Any = None  # the server's JobResult once shut down
@@ -234,7 +235,7 @@ class Executor:
             else:
                 from .aws import worker_runtime
 
-                self._python, self.worker_memory = worker_runtime(self.options)
+                self._python, self.worker_memory, self.worker_arch = worker_runtime(self.options)
         return self._python
 
     def _prepare(self, fn: Callable[..., Any]) -> Prepared:

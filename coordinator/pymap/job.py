@@ -83,6 +83,7 @@ def build(
             "spares": opts.spares,
             "log_dir": opts.log_dir,
             "lambda_memory_mb": executor.worker_memory,
+            "lambda_arch": executor.worker_arch,
         },
     )
 

@@ -31,7 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from coordinator.report.cost import CostInputs, estimate
+from coordinator.core.logsink import in_ecs_task
+from coordinator.report.cost import CostInputs, estimate, lambda_billed_seconds
 from coordinator.report.names import name_from_label
 from lambda_worker.commands import program_not_run
 
@@ -124,6 +125,17 @@ def pair_launches(
     return entries
 
 
+def worker_billed_seconds(record: dict[str, Any], elapsed: float) -> float:
+    """What Lambda bills for a connection's invocation: from when Lambda accepted it (the worker
+    starts after that; its start-up and its dial back are billed too) to the connection's end,
+    or the job's end if it never ended, rounded up to the millisecond. A connection without its
+    invocation (a worker that did not name it) counts from when it connected."""
+    launch = record.get("launch") or {}
+    start = next((launch[k] for k in ("accepted", "sent") if launch.get(k) is not None), record["connected"])
+    end = record["ended"] if record["ended"] is not None else elapsed
+    return lambda_billed_seconds(start, end)
+
+
 def document(
     *,
     job: str,
@@ -145,15 +157,16 @@ def document(
     elapsed = now - t0
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
     launch_entries = pair_launches(records, launches, t0)
-    lambda_seconds = sum(
-        (r["ended"] if r["ended"] is not None else elapsed) - r["connected"] for r in records
-    )
+    lambda_seconds = sum(worker_billed_seconds(r, elapsed) for r in records)
+    on_fargate = meta.get("coordinator_on_fargate")
     s3 = {"get": books.s3["get"], "put": books.s3["put"], "list": int(meta.get("s3_list", 0))}
     inputs = CostInputs(
         invocations=sum(1 for e in launch_entries if e.get("accepted") is not None),
         lambda_seconds=round(lambda_seconds, 3),
         lambda_memory_mb=int(meta.get("lambda_memory_mb") or CostInputs.lambda_memory_mb),
+        lambda_arch=str(meta.get("lambda_arch") or CostInputs.lambda_arch),
         coordinator_seconds=round(elapsed + float(meta.get("before_listening", 0.0)), 3),
+        coordinator_on_fargate=in_ecs_task() if on_fargate is None else bool(on_fargate),
         coordinator_vcpu=float(meta.get("coordinator_vcpu") or CostInputs.coordinator_vcpu),
         coordinator_gb=float(meta.get("coordinator_gb") or CostInputs.coordinator_gb),
         s3_get=s3["get"],

@@ -36,6 +36,7 @@ CONTEXT = {
     "regions": "us-east-1,us-west-2",
     "copies": 2,
     "reserved": 5,
+    "memory": 1769,  # not the default, so the task's MU_WORKER_MEMORY shows where it comes from
     "connect_timeout": 240,
     "port": 14000,
     "python": "3.12",  # the workers' runtime; by default the deploying Python's (test_packages.py)
@@ -105,7 +106,7 @@ def test_worker_functions_fixed_names_x86_reserved_concurrency(which, request):
                 "Runtime": "python3.12",
                 "Architectures": ["x86_64"],
                 "ReservedConcurrentExecutions": 5,
-                "MemorySize": 3008,
+                "MemorySize": 1769,
                 "Timeout": 900,
                 "EphemeralStorage": {"Size": 2048},
                 "LoggingConfig": Match.object_like({"LogGroup": Match.any_value()}),
@@ -299,6 +300,9 @@ def test_task_definition_runs_the_image_with_mu(template):
                             {"Name": "MU_PORT", "Value": "14000"},
                             {"Name": "MU_CONNECT_TIMEOUT", "Value": "240"},
                             {"Name": "MU_VPC_ID", "Value": {"Ref": vpc}},
+                            # the cost estimate's inputs: the worker functions as deployed
+                            {"Name": "MU_WORKER_MEMORY", "Value": "1769"},
+                            {"Name": "MU_WORKER_ARCH", "Value": "x86_64"},
                         ],
                         "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
                     }
@@ -473,9 +477,19 @@ def test_arm64_workers_run_the_cross_built_tools(arm64_template):
     for tool in tools:
         info = read(asset / "bin" / tool)
         assert info.machine == "arm64" and info.bits == 64 and info.static, tool
-    # The coordinator is x86-64 whatever the workers run on.
+    # The coordinator is x86-64 whatever the workers run on, and prices arm64 workers as such.
     template.has_resource_properties(
         "AWS::ECS::TaskDefinition", {"RuntimePlatform": Match.object_like({"CpuArchitecture": "X86_64"})}
+    )
+    template.has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "ContainerDefinitions": [
+                Match.object_like(
+                    {"Environment": Match.array_with([{"Name": "MU_WORKER_ARCH", "Value": "arm64"}])}
+                )
+            ]
+        },
     )
 
 

@@ -105,7 +105,7 @@ def test_dry_run_checks_everything_and_launches_nothing(tmp_path):
 
 
 def aws_pymap(
-    tmp_path, s3, endpoint_keys, runtime: str, *args: str
+    tmp_path, s3, endpoint_keys, runtime: str, *args: str, architecture: str = "x86_64"
 ) -> tuple[subprocess.CompletedProcess, FakeLambda]:
     bundle = tmp_path / "ca.pem"
     bundle.write_text(endpoint_keys.ca_cert)
@@ -118,7 +118,8 @@ def aws_pymap(
     }
 
     async def scenario():
-        async with FakeLambda(endpoint_keys, run_workers=True, runtime=runtime) as fake:
+        fake_lambda = FakeLambda(endpoint_keys, run_workers=True, runtime=runtime, architecture=architecture)
+        async with fake_lambda as fake:
             proc = await asyncio.to_thread(
                 mu,
                 "tests.pymap.funcs:square",
@@ -154,11 +155,15 @@ def aws_pymap(
 
 def test_lambda_workers_run_the_calls_for_the_functions_runtime(tmp_path, s3, endpoint_keys):
     here = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    proc, fake = aws_pymap(tmp_path, s3, endpoint_keys, here)
+    log = tmp_path / "timing.json"
+    proc, fake = aws_pymap(tmp_path, s3, endpoint_keys, here, "-O", str(log), architecture="arm64")
     assert proc.returncode == 0, proc.stderr
     assert [r["result"] for r in results(proc.stdout)] == [i * i for i in range(6)]
     assert ("GetFunctionConfiguration", "us-east-1") in fake.settings_reads  # read before launching
     assert len(fake.seen) == 2 and all("pymap" in s.event for s in fake.seen)
+    # The cost estimate prices the function the configuration describes: 3008 MB of arm64.
+    inputs = json.loads(log.read_text())["cost_inputs"]
+    assert (inputs["lambda_memory_mb"], inputs["lambda_arch"]) == (3008, "arm64")
 
 
 def test_lambda_workers_that_run_another_python_are_refused_and_every_call_says_why(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
+
+import pytest
 
 from coordinator.core.tls import make_job_keys
 from coordinator.report.cost import DEFAULT_PRICES
@@ -60,6 +63,8 @@ def test_aws_run_ends_with_a_cost_estimate_and_report_shows_it(s3, tmp_path):
                 s3.endpoint,
                 "--worker-memory",
                 "1024",
+                "--worker-arch",
+                "arm64",
                 "-O",
                 str(log),
                 stdout=subprocess.PIPE,
@@ -78,9 +83,19 @@ def test_aws_run_ends_with_a_cost_estimate_and_report_shows_it(s3, tmp_path):
     assert doc["backend"] == "aws" and inputs["invocations"] == 2 and inputs["lambda_memory_mb"] == 1024
     assert inputs["s3_get"] == 4 and inputs["s3_put"] == 2 and inputs["s3_list"] == 1
     assert 0 < inputs["lambda_seconds"] < 120 and inputs["coordinator_seconds"] >= doc["elapsed"]
+    # Lambda bills each worker from its invocation, not from when it reached the coordinator,
+    # in whole milliseconds.
+    records = doc["records"]
+    assert len(records) == 2 and all(r["launch"]["accepted"] is not None for r in records)
+    billed = sum(math.ceil(round((r["ended"] - r["launch"]["accepted"]) * 1000, 6)) for r in records) / 1000
+    assert inputs["lambda_seconds"] == pytest.approx(billed, abs=1e-9)
+    assert inputs["lambda_seconds"] > sum(r["ended"] - r["connected"] for r in records)
     lines = {line["what"]: line["usd"] for line in doc["cost"]["lines"]}
     gb_s = inputs["lambda_seconds"] * 1024 / 1024
-    assert abs(lines["Lambda compute"] - gb_s * DEFAULT_PRICES["lambda_gb_second"]) < 1e-6
+    assert inputs["lambda_arch"] == "arm64"
+    assert abs(lines["Lambda compute"] - gb_s * DEFAULT_PRICES["lambda_gb_second_arm64"]) < 1e-6
+    # The coordinator ran here, not in an ECS task: no Fargate.
+    assert inputs["coordinator_on_fargate"] is False and lines["coordinator task"] == 0
     assert doc["cost"]["prices_date"]
 
     shown = mu("report", str(log))

@@ -8,8 +8,18 @@ import pytest
 
 from coordinator.core.machine import CommandListState, ErrorState, TerminalState
 from coordinator.report.analysis import percentile
-from coordinator.report.cost import DEFAULT_PRICES, CostInputs, PriceError, dollars, estimate, load_prices
+from coordinator.report.cost import (
+    DEFAULT_PRICES,
+    CostInputs,
+    PriceError,
+    dollars,
+    estimate,
+    lambda_billed_seconds,
+    load_prices,
+    per_worker_minute,
+)
 from coordinator.report.names import clean, human_name, in_words, name_from_label
+from coordinator.report.timing import ServerBooks, document, worker_billed_seconds
 
 
 class Step(CommandListState):
@@ -120,6 +130,60 @@ def test_cost_arithmetic():
         "$1.50",
         "$1,234.50",
     ]
+
+
+def test_arm64_workers_are_priced_as_arm64():
+    inputs = CostInputs(invocations=1000, lambda_seconds=60_000, lambda_memory_mb=3008, lambda_arch="arm64")
+    by = {line.what: line for line in estimate(inputs).lines}
+    # 3008/1024 GB x 60 s x $0.0000133334 x 1,000 workers: $2.35, where x86-64 costs $2.94
+    assert by["Lambda compute"].dollars == pytest.approx(2.35, abs=0.005)
+    assert "arm64" in by["Lambda compute"].quantity
+    x86 = estimate(CostInputs(invocations=1000, lambda_seconds=60_000, lambda_memory_mb=3008))
+    assert x86.lines[0].dollars == pytest.approx(2.94, abs=0.005)
+    assert per_worker_minute(3008, "arm64") == pytest.approx(0.00235, abs=0.000005)
+
+
+def test_fargate_only_in_ecs_and_at_least_a_minute():
+    rate = (
+        DEFAULT_PRICES["fargate_vcpu_hour"]
+        + 2 * DEFAULT_PRICES["fargate_gb_hour"]
+        + DEFAULT_PRICES["public_ipv4_hour"]
+    )
+    task = {line.what: line for line in estimate(CostInputs(coordinator_seconds=20)).lines}[
+        "coordinator task"
+    ]
+    assert task.dollars == pytest.approx(60 / 3600 * rate) and "1-minute minimum" in task.quantity
+    task = estimate(CostInputs(coordinator_seconds=90)).lines[2]
+    assert task.dollars == pytest.approx(90 / 3600 * rate) and "minimum" not in task.quantity
+    task = estimate(CostInputs(coordinator_seconds=20, coordinator_on_fargate=False)).lines[2]
+    assert task.dollars == 0 and "outside ECS" in task.quantity
+
+
+def test_lambda_bills_each_worker_from_its_invocation_in_whole_milliseconds():
+    assert lambda_billed_seconds(1.0, 1.5) == pytest.approx(0.5)
+    assert lambda_billed_seconds(1.0, 1.0101) == pytest.approx(0.011)
+    assert lambda_billed_seconds(2.0, 1.0) == 0
+    launched = {"launch": {"worker": 0, "sent": 0.1, "accepted": 0.2}, "connected": 1.4, "ended": 3.0}
+    assert worker_billed_seconds(launched, elapsed=9.0) == pytest.approx(2.8)  # accepted -> ended
+    running = {**launched, "ended": None}
+    assert worker_billed_seconds(running, elapsed=9.0) == pytest.approx(8.8)  # to the job's end
+    unnamed = {"launch": None, "connected": 1.4, "ended": 3.0}
+    assert worker_billed_seconds(unnamed, elapsed=9.0) == pytest.approx(1.6)  # no invocation to go by
+
+
+def test_the_timing_log_counts_fargate_only_in_an_ecs_task(monkeypatch):
+    def inputs(**meta):
+        doc = document(job="j", workers=0, t0=0.0, records=[], launches={}, books=ServerBooks(),
+                       failures={}, ok=True, relaunched=0, rejected=0, meta={"backend": "aws", **meta},
+                       clock=lambda: 5.0)  # fmt: skip
+        return doc["cost_inputs"]
+
+    monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4", raising=False)
+    assert inputs()["coordinator_on_fargate"] is False
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/abc")
+    assert inputs()["coordinator_on_fargate"] is True
+    assert inputs(coordinator_on_fargate=False)["coordinator_on_fargate"] is False
+    assert inputs(lambda_arch="arm64")["lambda_arch"] == "arm64"
 
 
 def test_price_overrides(tmp_path, monkeypatch):
