@@ -26,7 +26,15 @@ NUMBERS: dict[str, tuple[int | None, int, int, str]] = {
     "ephemeral": (2048, 512, 10240, "Lambda /tmp size in MB"),
     "copies": (1, 1, 100, "identical worker functions per region"),
     "port": (13579, 1024, 65534, "coordinator port; the relay uses port+1"),
-    "reserved": (None, 1, 100_000, "reserved concurrency per worker function"),
+    # Checked against the account only at deploy time: Lambda keeps 100 of a region's limit
+    # unreserved, so copies x N, with other functions' reservations, must leave it 100.
+    "reserved": (
+        None,
+        1,
+        100_000,
+        "reserved concurrency of each worker function; all functions of a region "
+        "together may reserve at most the account's limit less 100",
+    ),
     "connect_timeout": (300, 60, 21600, "seconds a worker may take to connect; Lambda's maximum event age"),
 }
 ARCHITECTURES = ("x86_64", "arm64")  # the worker functions' CPU; the tools must match

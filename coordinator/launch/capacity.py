@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 QUOTA = "Service Quotas > AWS Lambda > 'Concurrent executions' (L-B99A9384)"
+# Lambda keeps this much of a region's concurrency unreserved: functions may reserve at most
+# the account limit less this, all of them together.
+UNRESERVED_MINIMUM = 100
 
 
 @dataclass
@@ -25,6 +28,12 @@ class RegionCapacity:
     account_limit: int  # ConcurrentExecutions
     unreserved: int  # UnreservedConcurrentExecutions: what functions without a reservation share
     reserved: dict[str, int | None] = field(default_factory=dict)  # function -> its reservation
+
+    def reservable(self, functions: Sequence[str]) -> int:
+        """The most ``functions`` could reserve together: what they hold now plus what is
+        unreserved, less the 100 Lambda keeps unreserved."""
+        held = sum(n for f in functions if (n := self.reserved.get(f)) is not None)
+        return max(0, self.unreserved + held - UNRESERVED_MINIMUM)
 
 
 def shares(workers: int, targets: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -36,14 +45,19 @@ def shares(workers: int, targets: Sequence[tuple[str, str]]) -> dict[tuple[str, 
 def shortfalls(
     workers: int, targets: Sequence[tuple[str, str]], regions: dict[str, RegionCapacity]
 ) -> list[str]:
-    """What does not fit, one phrase per region; empty when every share fits."""
+    """What does not fit, one phrase per region and cause; empty when every share fits.
+
+    Identical copies of the function in a region draw on the same account pool, so only another
+    region or a higher quota adds concurrency; a reservation (``-c reserved=N``, for each copy)
+    only sets part of the pool aside, and Lambda keeps 100 of it unreserved.
+    """
     need = shares(workers, targets)
     problems = []
     for name, cap in regions.items():
+        here = {function: n for (function, region), n in need.items() if region == name and n > 0}
         pooled: dict[str, int] = {}
-        for (function, region), n in need.items():
-            if region != name or n == 0:
-                continue
+        short = False
+        for function, n in here.items():
             reserved = cap.reserved.get(function)
             if reserved is None:
                 pooled[function] = n
@@ -55,6 +69,7 @@ def shortfalls(
                 )
             elif n > reserved:
                 problems.append(f"{name}: {function} would run {n} workers but has {reserved} reserved")
+                short = True
         total = sum(pooled.values())
         if total > cap.unreserved:
             names = " and ".join(sorted(pooled))
@@ -62,16 +77,32 @@ def shortfalls(
                 f"{name}: {names} would run {total} workers in the account's unreserved concurrency of "
                 f"{cap.unreserved} (account limit {cap.account_limit}), which other functions share too"
             )
+            short = True
+        if short:
+            problems.append(_reservation_note(name, cap, here))
     return problems
+
+
+def _reservation_note(region: str, cap: RegionCapacity, here: dict[str, int]) -> str:
+    """Whether ``-c reserved=N`` could hold this region's share, with the most it may be."""
+    copies, per_copy = len(here), max(here.values())
+    most = cap.reservable(list(here)) // copies
+    why = (
+        f"at most {most} for each of the {copies} worker function(s) there, as Lambda keeps "
+        f"{UNRESERVED_MINIMUM} of the account's {cap.account_limit} unreserved"
+    )
+    if per_copy <= most:
+        return f"{region}: -c reserved={per_copy} would hold them ({why})"
+    return f"{region}: no reservation can hold them ({why})"
 
 
 def advice(workers: int, problems: list[str]) -> str:
     return (
         f"this job needs {workers} Lambda workers running at once, more than it can get. "
         + "; ".join(problems)
-        + f". Ask AWS for more ({QUOTA}, in each region named), reserve concurrency for the workers "
-        "(make deploy CDK_ARGS='-c reserved=N'), spread the job over more regions or copies "
-        "(-c regions=..., -c copies=N, then --regions/--function), or run fewer workers"
+        + f". Ask AWS for more ({QUOTA}, in each region named), spread the job over more regions "
+        "(-c regions=..., then --regions; copies of the function in one region share its pool), "
+        "or run fewer workers"
     )
 
 

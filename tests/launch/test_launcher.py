@@ -217,9 +217,20 @@ def test_shortfalls_pool_unreserved_functions_and_hold_reserved_ones_to_their_re
         "r1": RegionCapacity("r1", 1000, 150),
         "r2": RegionCapacity("r2", 1000, 1000, {"a": 40, "b": None}),
     }
-    # 75 workers per target: r1's pool of 150 holds a and b, r2's a has 40 reserved
-    assert shortfalls(300, targets, regions) == ["r2: a would run 75 workers but has 40 reserved"]
-    assert shortfalls(301, targets, regions)[0].startswith("r1: a and b would run 151 workers")
+    # 75 workers per target: r1's pool of 150 holds a and b, r2's a has 40 reserved; a reservation
+    # of 75 each would fit r2: 1000 unreserved + 40 held, less the 100 Lambda keeps, is 940.
+    assert shortfalls(300, targets, regions) == [
+        "r2: a would run 75 workers but has 40 reserved",
+        "r2: -c reserved=75 would hold them (at most 470 for each of the 2 worker function(s) there, as "
+        "Lambda keeps 100 of the account's 1000 unreserved)",
+    ]
+    # r1's pool of 150 is short by one, and reserving cannot help: 150 - 100 is all there is to reserve.
+    r1 = shortfalls(301, targets, regions)[:2]
+    assert r1[0].startswith("r1: a and b would run 151 workers")
+    assert r1[1] == (
+        "r1: no reservation can hold them (at most 25 for each of the 2 worker function(s) there, as "
+        "Lambda keeps 100 of the account's 1000 unreserved)"
+    )
     assert shortfalls(160, targets, regions) == []
     regions["r2"].reserved["b"] = 0
     assert "b has reserved concurrency 0" in shortfalls(4, targets, regions)[0]
@@ -264,7 +275,11 @@ def test_capacity_check_refuses_a_job_that_cannot_get_its_workers(endpoint_keys,
         "(account limit 1000)" in message
     )
     assert "eu-west-1: mu-a would run 100 workers but has 50 reserved" in message
-    assert "L-B99A9384" in message and "-c reserved=N" in message and "-c regions=" in message
+    assert "eu-west-1: -c reserved=100 would hold them" in message
+    assert "us-east-1: no reservation can hold them (at most 0 for each" in message
+    assert "L-B99A9384" in message and "-c regions=" in message and "\n" not in message
+    # Copies of the function in one region share its pool: more of them is no way out.
+    assert "-c copies" not in message and "share its pool" in message
     assert fake.seen == []
 
 
