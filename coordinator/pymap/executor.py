@@ -387,6 +387,8 @@ class _Engine:
         self.failed: BaseException | None = None
         self.driver: Any = None
         self.stopping: asyncio.Event | None = None
+        self.main_done = False  # set on the loop's thread when the job has ended
+        self.stopper: asyncio.Task[None] | None = None
         self.result: Any = None
         self.timing: dict[str, Any] | None = None
         self.sent: set[str] = set()
@@ -437,9 +439,15 @@ class _Engine:
             assert self.stopping is not None
             self.stopping.set()
 
+        def begin() -> None:
+            # Runs on the loop. The coroutine is made only while the job still runs: made for a
+            # loop that is already winding down, it would never be awaited.
+            if not self.main_done:
+                self.stopper = self.loop.create_task(stop())
+
         if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                asyncio.run_coroutine_threadsafe(stop(), self.loop)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to stop
+                self.loop.call_soon_threadsafe(begin)
         self.thread.join()
 
     def _run(self) -> None:
@@ -467,6 +475,7 @@ class _Engine:
             self.driver.job_ended(f"the job stopped: {type(exc).__name__}: {exc}")
             raise
         finally:
+            self.main_done = True
             self.driver.job_ended(self._no_worker_left())
             self.timing = getattr(self.result, "timing", None) or (
                 self.driver.coordinator.timing_document() if self.driver.coordinator is not None else None

@@ -158,6 +158,28 @@ def test_a_worker_reporting_another_python_is_refused_and_the_calls_say_why(exec
     assert "runs Python 3." in str(err) and "prepared for Python 3.12" in str(err)
 
 
+def test_stopping_after_the_job_ended_by_itself_leaves_nothing_unawaited(executor):
+    """Every worker refused, the job ends before the with-block does: the stop that follows
+    finds its loop winding down and must not hand it a coroutine it will never run."""
+    import gc
+    import time
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with executor(python="3.12", connect_timeout=20) as ex:
+            assert ex.call_async(funcs.square, 3).exception(timeout=60) is not None
+            engine = ex._engine
+            for _ in range(200):  # the job's own end, not our stop, is what this test is about
+                if engine.timing is not None:  # written as the job ends
+                    break
+                time.sleep(0.05)
+            assert engine.timing is not None
+        gc.collect()
+    unawaited = [str(w.message) for w in caught if "never awaited" in str(w.message)]
+    assert not unawaited, unawaited
+
+
 def test_a_cancelled_future_does_not_run_and_the_rest_finish(executor):
     with executor(workers=1, window=1) as ex:
         futures = ex.map(funcs.misbehave, [3, 4, 5], timeout=30)
