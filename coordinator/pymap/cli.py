@@ -177,7 +177,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
     from coordinator.aws import options as aws_options
     from coordinator.aws.session import AwsError
     from coordinator.launch import LaunchError
-    from coordinator.preflight.checks import check_outputs
+    from coordinator.preflight.checks import check_outputs, check_writable
 
     for dest, (flag, instead) in NOT_FOR_PYMAP.items():
         if getattr(args, dest, None):
@@ -188,6 +188,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
         )
     try:
         check_outputs(args)
+        if args.output:
+            check_writable(args.output, "-o")  # the results are written as the calls end
         aws_options.prepare(args)
         fn = load_function(args.target)
         items = read_items(args.items)

@@ -93,6 +93,23 @@ def test_usage_errors_exit_2_before_anything_starts(tmp_path, args, message):
     assert "usage: mu pymap" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("nowhere/r.jsonl", "the folder {tmp}/nowhere does not exist; create it, or name a file in an"),
+        ("adir", "{tmp}/adir is a folder; name a file"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_any_call_runs(tmp_path, where, problem):
+    (tmp_path / "adir").mkdir()
+    proc = mu("tests.pymap.funcs:square", "--items", items_file(tmp_path, "1", "2"), "-n", "1",
+              "-o", str(tmp_path / where))  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "usage: mu pymap" in proc.stderr
+    assert f"-o {tmp_path / where}: {problem.format(tmp=tmp_path)}" in proc.stderr
+    assert "calls:" not in proc.stderr  # nothing ran: the summary of the calls never came
+
+
 def test_a_bad_items_line_is_named(tmp_path):
     proc = mu("tests.pymap.funcs:add", "--items", items_file(tmp_path, "1", "{nope"))
     assert proc.returncode == 2 and "line 2 is not JSON" in proc.stderr
