@@ -132,6 +132,13 @@ class LocalLauncher(Launcher):
         """The job ended early (deadline, interrupt, error): kill every worker now."""
         await self.close(grace=0)
 
+    def logs(self) -> dict[int, Path]:
+        """The log of each worker started so far, by its number."""
+        if self._log_dir is None:
+            return {}
+        started = sorted({*self._procs, *self._exit, *self._failed})
+        return {w: self._log_dir / f"worker-{w}.log" for w in started}
+
     def settle_logs(self, keep: bool) -> Path | None:
         """Where the worker logs are kept, or None once removed: a folder the user named always,
         a temporary one only when ``keep`` (an actor failed, so a log may explain it)."""

@@ -71,6 +71,7 @@ class Driver:
         self.event = event
         self.state = state  # the progress display's per-worker line
         self.workers: dict[int, WorkerRecordView] = {}
+        self.invocations: dict[int, Any] = {}  # each worker's invocation number (its log's name)
         self.refused: list[str] = []  # why workers were turned away (another Python, an old worker)
         self.quitting: set[int] = set()
         self.coordinator: Any = None  # set by the executor once the server exists
@@ -142,6 +143,7 @@ class Driver:
             self._refuse(record, writer, problem)
             return
         wid = next(self._ids)
+        self.invocations[wid] = record.meta.get("worker")
         view = WorkerRecordView(wid, writer, python, time.monotonic())
         self.workers[wid] = view
         self.state(record.actor, "running Python calls")

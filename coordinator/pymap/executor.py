@@ -15,13 +15,15 @@ import concurrent.futures as cf
 import contextlib
 import io
 import itertools
+import json
 import pickle
 import platform
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from lambda_worker.pycall import protocol as p
@@ -483,15 +485,24 @@ class _Engine:
             self._settle_logs()
 
     def _settle_logs(self) -> None:
-        """Local workers' logs are kept when something went wrong (a failed call or worker)."""
+        """Local workers' logs are kept when something went wrong (a failed call or worker) and
+        a log says more than the worker's closing summary: what a call or the worker printed."""
         settle = getattr(self.launcher, "settle_logs", None)
         if settle is None:
             return
         trouble = self.failures or bool(self.driver.refused) or not getattr(self.result, "ok", True)
-        kept = settle(trouble)
+        kept = settle(bool(trouble) and any(map(worth_reading, self.launcher.logs().values())))
         if kept is not None:
             self.worker_logs = str(kept)
             self.status.event(f"worker logs: {kept}")
+
+    def _log_of(self, worker: int | None) -> str | None:
+        """The log of the local worker that ran a call, if it already says something."""
+        logs = getattr(self.launcher, "logs", None)
+        if worker is None or logs is None:
+            return None
+        path = logs().get(self.driver.invocations.get(worker))
+        return str(path) if path is not None and worth_reading(path) else None
 
     def _no_worker_left(self) -> str:
         reasons = list(dict.fromkeys(self.driver.refused))
@@ -501,13 +512,36 @@ class _Engine:
         return f"no worker is left to run it ({shown})"
 
     def _finish(self, outcome: Any, data: bytes | None, problem: BaseException | None) -> None:
-        failed = self.executor._finish(outcome, data, problem)
         if outcome.what in ("failed", "unloadable") or problem is not None:
             self.failures += 1  # not the function's own exception: the workers' logs may say why
+            log = self._log_of(outcome.worker) if problem is None else None
+            if log is not None:
+                outcome = replace(outcome, text=f"{outcome.text}; its worker's log: {log}")
+        failed = self.executor._finish(outcome, data, problem)
         if failed:
             self.status.failed += 1
         else:
             self.status.done += 1
+
+
+def worth_reading(log: Path) -> bool:
+    """A worker's log holds more than its closing summary (a JSON line): what a call printed,
+    a traceback, why the worker stopped. A summary is short: 64 KiB are enough to tell."""
+    try:
+        with open(log, "rb") as f:
+            text = f.read(64 << 10)
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            summary = json.loads(line)
+        except ValueError:
+            return True
+        if not (isinstance(summary, dict) and "worker" in summary and "exit" in summary):
+            return True
+    return False
 
 
 def status_stream(progress: bool | None) -> tuple[TextIO, bool | None]:

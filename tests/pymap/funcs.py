@@ -54,6 +54,12 @@ def misbehave(x: int) -> int:
     return x * 10
 
 
+def loud_exit(code: int) -> int:
+    """Says something in its worker's log, then leaves the interpreter."""
+    print(f"leaving with status {code}", flush=True)
+    os._exit(code)
+
+
 def blob(size: int) -> bytes:
     return bytes(range(256)) * (size // 256)
 

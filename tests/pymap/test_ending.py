@@ -1,0 +1,87 @@
+"""How a program that uses mu ends: what a failed call says about its worker's log, which logs
+are kept.
+
+Each runs a real program (a script, or ``mu pymap``) with its own ``$TMPDIR`` and a marker in
+its environment, so that every folder and process it leaves can be found."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.resilience.chaos import processes_with_env
+
+FAILING = """
+import json, sys
+import mu
+from tests.pymap import funcs
+
+how = sys.argv[1]
+if how == "executor":
+    with mu.Executor(1) as ex:
+        future = ex.call_async(funcs.loud_exit, 3)
+        future.exception(timeout=60)
+    logs = ex.worker_logs
+elif how == "call_async":  # what it printed is in its log, but it printed nothing
+    future = mu.call_async(funcs.misbehave, 1)
+    logs = None
+else:
+    future = mu.map(funcs.misbehave, [3], workers=1, timeout=1)[0]
+    logs = None
+exc = future.exception(timeout=60)
+print(json.dumps({"type": type(exc).__name__, "message": str(exc), "worker_logs": logs}))
+"""
+
+
+def run_script(script: str, tmp_path, *args: str, marker: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path), "MU_TEST_MARK": marker}
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def nothing_left(tmp_path, marker: str) -> None:
+    """No process of the run (its workers end with it; give the kernel a moment), no folder."""
+    for _ in range(50):
+        if not processes_with_env("MU_TEST_MARK", marker):
+            break
+        time.sleep(0.1)
+    assert processes_with_env("MU_TEST_MARK", marker) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_failed_call_whose_worker_printed_names_its_log_which_is_kept(tmp_path):
+    marker = uuid.uuid4().hex
+    proc = run_script(FAILING, tmp_path, "executor", marker=marker)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    got = json.loads(out)
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("mu-logs-") and got["worker_logs"] == str(folder)
+    assert got["type"] == "CallError"
+    assert got["message"].endswith(f"its worker's log: {folder / 'worker-0.log'}")
+    assert "leaving with status 3" in (folder / "worker-0.log").read_text()
+
+
+@pytest.mark.parametrize(("how", "error"), [("call_async", "CallError"), ("map", "CallTimeoutError")])
+def test_a_failed_call_with_nothing_in_its_log_leaves_no_folder_and_names_none(tmp_path, how, error):
+    """os._exit, and a call stopped at its timeout: the log holds only the worker's summary."""
+    marker = uuid.uuid4().hex
+    proc = run_script(FAILING, tmp_path, how, marker=marker)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    got = json.loads(out)
+    assert got["type"] == error and "log" not in got["message"]
+    nothing_left(tmp_path, marker)
