@@ -120,7 +120,7 @@ def _stop_when_done(ex: Executor, futures: list[Future]) -> None:
         with lock:
             left[0] -= 1
             last = left[0] == 0
-        if last:
+        if last and not ex.shutting_down:  # else whoever shuts it down (_stop_all) ends it
             threading.Thread(target=_stop, args=(ex,), name="mu-map-stop", daemon=True).start()
 
     if not futures:
@@ -137,8 +137,19 @@ def _stop(ex: Executor) -> None:
 
 @atexit.register
 def _stop_all() -> None:
-    """A program that ends without waiting for its calls stops their workers."""
+    """A program that ends without waiting for its calls (a Ctrl-C, say) stops their workers;
+    a second Ctrl-C meanwhile changes nothing."""
     with _live_lock:
         running = list(_live)
-    for ex in running:
-        ex.shutdown(wait=False, cancel_futures=True)
+    if not running:
+        return
+    from .executor import ignoring_interrupts
+
+    for _ in range(3):  # a Ctrl-C still pending from the one that ended the program lands here once
+        try:
+            with ignoring_interrupts():
+                for ex in running:
+                    ex.shutdown(wait=False, cancel_futures=True)
+            return
+        except KeyboardInterrupt:
+            continue

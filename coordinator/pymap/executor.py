@@ -18,9 +18,10 @@ import itertools
 import json
 import pickle
 import platform
+import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -219,6 +220,11 @@ class Executor:
             self._remove_objects()
         finally:
             self._stopped.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        """``shutdown`` has begun (it may not have finished)."""
+        return self._shut
 
     def __enter__(self) -> Executor:
         return self
@@ -522,6 +528,22 @@ class _Engine:
             self.status.failed += 1
         else:
             self.status.done += 1
+
+
+@contextlib.contextmanager
+def ignoring_interrupts() -> Iterator[None]:
+    """While workers are being stopped, SIGINT and SIGTERM change nothing (as in ``mu run``):
+    the stop takes a few seconds at most, and cut short it would leave workers and their logs
+    behind. Only the main thread may set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def worth_reading(log: Path) -> bool:

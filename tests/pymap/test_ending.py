@@ -1,5 +1,5 @@
 """How a program that uses mu ends: what a failed call says about its worker's log, which logs
-are kept.
+are kept, and what a Ctrl-C leaves behind (nothing).
 
 Each runs a real program (a script, or ``mu pymap``) with its own ``$TMPDIR`` and a marker in
 its environment, so that every folder and process it leaves can be found."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,4 +85,55 @@ def test_a_failed_call_with_nothing_in_its_log_leaves_no_folder_and_names_none(t
     assert proc.returncode == 0, err
     got = json.loads(out)
     assert got["type"] == error and "log" not in got["message"]
+    nothing_left(tmp_path, marker)
+
+
+WAITING = """
+import sys, time
+import mu
+
+futures = mu.map(time.sleep, [60, 60, 60], workers=2)
+print("waiting", flush=True)
+futures.results()
+"""
+
+
+def a_call_runs(marker: str) -> None:
+    """Until a call's process runs: a call runner's child (the runner forks one per call)."""
+
+    def command(pid: int | str) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    def parent(pid: int) -> str:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            return "0"
+
+    for _ in range(600):
+        for pid in processes_with_env("MU_TEST_MARK", marker):
+            if b"pycall.runner" in command(pid) and b"pycall.runner" in command(parent(pid)):
+                return
+        time.sleep(0.1)
+    raise AssertionError("no call started within 60 s")
+
+
+def test_ctrl_c_in_results_shows_the_keyboard_interrupt_alone_and_leaves_nothing(tmp_path):
+    """Two SIGINTs at once, as ``timeout -s INT`` sends them (to the process, then its group):
+    the second, still pending when the program exits, does not cut its workers' stop short."""
+    marker = uuid.uuid4().hex
+    proc = run_script(WAITING, tmp_path, marker=marker)
+    assert proc.stdout is not None and proc.stdout.readline() == "waiting\n"
+    a_call_runs(marker)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT, err
+    assert err.count("Traceback") == 1 and err.rstrip().endswith("KeyboardInterrupt"), err
+    assert "Exception ignored" not in err
     nothing_left(tmp_path, marker)
