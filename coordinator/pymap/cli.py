@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -176,8 +177,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
     import mu
     from coordinator.aws import options as aws_options
     from coordinator.aws.session import AwsError
+    from coordinator.core.runner import Interrupted, interruptible
     from coordinator.launch import LaunchError
     from coordinator.preflight.checks import check_outputs, check_writable
+
+    from .executor import ignoring_interrupts
 
     for dest, (flag, instead) in NOT_FOR_PYMAP.items():
         if getattr(args, dest, None):
@@ -201,6 +205,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
         print(f"mu pymap: {exc}", file=sys.stderr)
         return exc.status
     started = time.monotonic()
+    stopped_by: signal.Signals | None = None
     try:
         if args.dry_run:
             ex._prepare(fn)  # the version check and the function's package, launching nothing
@@ -209,20 +214,28 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, keys_for: Cal
             )
             print(f"would run {len(items)} calls of {args.target} on {args.workers} workers: {where}")
             return 0
-        futures = ex.map(fn, items, star=not args.no_star)
-        failed = write_results(futures, args.output)
+        with interruptible():  # SIGINT, SIGTERM: stopped as mu run stops
+            futures = ex.map(fn, items, star=not args.no_star)
+            failed = write_results(futures, args.output)
+    except Interrupted as exc:
+        stopped_by = exc.signal
+    except KeyboardInterrupt:  # between the handler's removal and the end of the try
+        stopped_by = signal.SIGINT
     except mu.VersionMismatchError as exc:
         print(f"mu pymap: {exc}", file=sys.stderr)
         return 2
     except (LaunchError, OSError) as exc:
         print(f"mu pymap: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        ex.shutdown(wait=False, cancel_futures=True)
-        print("mu pymap: interrupted; the workers were stopped", file=sys.stderr)
-        return 130
     finally:
-        ex.shutdown(wait=False, cancel_futures=True)
+        with ignoring_interrupts():  # a second Ctrl-C changes nothing
+            if stopped_by is not None:
+                ex._interrupt(stopped_by)  # the server says "interrupted: X done, Y running, ..."
+            else:
+                ex.shutdown(wait=False, cancel_futures=True)
+    if stopped_by is not None:
+        summary(ex, None, 0, time.monotonic() - started, args)
+        return 128 + stopped_by
     summary(ex, len(items), failed, time.monotonic() - started, args)
     return 1 if failed else 0
 
@@ -248,13 +261,17 @@ def write_results(futures: list[Any], output: str | None) -> int:
     return failed
 
 
-def summary(ex: Any, calls: int, failed: int, elapsed: float, args: argparse.Namespace) -> None:
+def summary(ex: Any, calls: int | None, failed: int, elapsed: float, args: argparse.Namespace) -> None:
+    """The end of the run: the calls (``None`` when interrupted: the server's line said it),
+    then the timing log and the worker logs, as ``mu run`` ends."""
     from coordinator.report.summary import run_summary
 
-    rate = f", {calls / elapsed:.0f} calls/s" if elapsed > 0 and calls else ""
-    print(
-        f"{calls} calls: {calls - failed} returned, {failed} failed in {elapsed:.2f} s{rate}", file=sys.stderr
-    )
+    if calls is not None:
+        rate = f", {calls / elapsed:.0f} calls/s" if elapsed > 0 and calls else ""
+        print(
+            f"{calls} calls: {calls - failed} returned, {failed} failed in {elapsed:.2f} s{rate}",
+            file=sys.stderr,
+        )
     lines = run_summary(
         ex.timing,
         timing_logs=getattr(ex.result, "timing_places", []),

@@ -221,6 +221,14 @@ class Executor:
         finally:
             self._stopped.set()
 
+    def _interrupt(self, sig: signal.Signals = signal.SIGINT) -> None:
+        """Stop at once, as ``mu run`` stops on SIGINT or SIGTERM: the server's one line
+        ``interrupted: X done, Y running, Z not started`` (of the workers), every worker
+        killed, the calls not done cancelled."""
+        if self._engine is not None:
+            self._engine.interrupt(sig)
+        self.shutdown(wait=False, cancel_futures=True)
+
     @property
     def shutting_down(self) -> bool:
         """``shutdown`` has begun (it may not have finished)."""
@@ -404,6 +412,7 @@ class _Engine:
         self.launcher: Any = None
         self.worker_logs: str | None = None
         self.failures = 0  # calls that ended without a result or an exception of their own
+        self.interrupted = False  # stopped at once (mu pymap's SIGINT, SIGTERM): not a failure
 
     def start(self) -> None:
         self.thread.start()
@@ -458,6 +467,24 @@ class _Engine:
                 self.loop.call_soon_threadsafe(begin)
         self.thread.join()
 
+    def interrupt(self, sig: signal.Signals) -> None:
+        """The job ends early, as on a signal; the executor's shutdown then waits for its end."""
+
+        def begin() -> None:
+            if self.main_done:
+                return
+            self.interrupted = True
+            if self.driver.coordinator is not None:
+                self.driver.closed = True  # the server's line says it all: no line per worker
+                self.driver.coordinator.interrupt(sig)
+            else:  # the server has not started: nothing runs yet, an ordinary stop will do
+                assert self.stopping is not None
+                self.stopping.set()
+
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to stop
+                self.loop.call_soon_threadsafe(begin)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
@@ -496,7 +523,8 @@ class _Engine:
         settle = getattr(self.launcher, "settle_logs", None)
         if settle is None:
             return
-        trouble = self.failures or bool(self.driver.refused) or not getattr(self.result, "ok", True)
+        ok = self.interrupted or getattr(self.result, "ok", True)
+        trouble = self.failures or bool(self.driver.refused) or not ok
         kept = settle(bool(trouble) and any(map(worth_reading, self.launcher.logs().values())))
         if kept is not None:
             self.worker_logs = str(kept)
@@ -518,7 +546,7 @@ class _Engine:
         return f"no worker is left to run it ({shown})"
 
     def _finish(self, outcome: Any, data: bytes | None, problem: BaseException | None) -> None:
-        if outcome.what in ("failed", "unloadable") or problem is not None:
+        if (outcome.what in ("failed", "unloadable") or problem is not None) and not self.interrupted:
             self.failures += 1  # not the function's own exception: the workers' logs may say why
             log = self._log_of(outcome.worker) if problem is None else None
             if log is not None:

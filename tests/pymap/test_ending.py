@@ -1,5 +1,5 @@
 """How a program that uses mu ends: what a failed call says about its worker's log, which logs
-are kept, and what a Ctrl-C leaves behind (nothing).
+are kept, what a Ctrl-C leaves behind (nothing), and mu pymap's line when it is interrupted.
 
 Each runs a real program (a script, or ``mu pymap``) with its own ``$TMPDIR`` and a marker in
 its environment, so that every folder and process it leaves can be found."""
@@ -137,3 +137,31 @@ def test_ctrl_c_in_results_shows_the_keyboard_interrupt_alone_and_leaves_nothing
     assert err.count("Traceback") == 1 and err.rstrip().endswith("KeyboardInterrupt"), err
     assert "Exception ignored" not in err
     nothing_left(tmp_path, marker)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_mu_pymap_interrupted_says_what_mu_run_says_and_leaves_nothing(tmp_path, sig):
+    marker = uuid.uuid4().hex
+    items = tmp_path / "items.jsonl"
+    items.write_text("60\n60\n60\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "TMPDIR": str(out), "MU_TEST_MARK": marker}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordinator", "pymap", "time:sleep", "--items", str(items), "-n", "2",
+         "-t", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    connected = 0
+    while connected < 2:  # both seats have their worker: "2 running"
+        line = proc.stderr.readline()
+        assert line, "mu pymap ended before its workers connected"
+        connected += " connected from " in line
+    a_call_runs(marker)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "interrupted: 0 done, 2 running, 0 not started" in err
+    assert "Traceback" not in err and "calls:" not in err
+    nothing_left(out, marker)
