@@ -151,10 +151,18 @@ def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> Non
                         "($MU_CONNECT_TIMEOUT, else 300)")  # fmt: skip
     g.add_argument("--hello-timeout", type=_positive(float), default=30.0,
                    help="seconds a new connection has to finish TLS and say hello (30)")  # fmt: skip
-    g.add_argument("-O", "--timing-log", default=None,
-                   help="write the timing log (JSON) here, for 'mu report' (a warning says if it cannot)")
-    g.add_argument("--timing-s3", default=None, metavar="s3://BUCKET/KEY",
-                   help="upload the timing log there too (in a Fargate task: s3://BUCKET/mu-logs/JOB_ID/...)")
+    g.add_argument(
+        "-O",
+        "--timing-log",
+        default=None,
+        help="write the timing log (JSON) here, for 'mu report' (a warning says if it cannot)",
+    )
+    g.add_argument(
+        "--timing-s3",
+        default=None,
+        metavar="s3://BUCKET/KEY",
+        help="upload the timing log there too (in a Fargate task: s3://BUCKET/mu-logs/JOB_ID/...)",
+    )
     g.add_argument("--job-id", default=None, type=_job_id, help="names the job's keys and logs (JOB-random)")
     g.add_argument("--max-workers", type=_positive(int), default=1000,
                    help="refuse a job that needs more workers than this at once (1000)")  # fmt: skip
@@ -201,14 +209,29 @@ def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> Non
     aws_options.add_arguments(p, _positive(int), _positive(float))
 
 
+class MuParser(argparse.ArgumentParser):
+    """The parser of ``mu`` and its subcommands: a JOB that is not a bundled job's name says
+    how job files and ``mu map`` are given instead of only listing the names."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.dest == "job" and action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(
+                action,
+                f"no bundled job {value!r} (bundled: {', '.join(action.choices)}); a job file is given as "
+                "its path, e.g. 'mu run ./JOB.py', and mapping a command over S3 objects is 'mu map'",
+            )
+        super()._check_value(action, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = MuParser(
         prog="mu", description="Run parallel jobs on AWS Lambda workers driven over mutual TLS."
     )
     parser.add_argument("--version", action="version", version=f"mu {version()}")
     sub = parser.add_subparsers(
-        dest="subcommand", required=True, metavar="{run,map,pymap,report,submit,relay,genkeys,demo}"
-    )
+        dest="subcommand", required=True, metavar="{run,map,pymap,report,submit,relay,genkeys,demo}",
+        parser_class=MuParser,
+    )  # fmt: skip
     run = sub.add_parser(
         "run", help="run a job",
         description="Run a bundled job (JOB below; 'mu run JOB --help' for its options), or a job file: "
@@ -292,6 +315,27 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
     raise KeyError(name)
 
 
+def deepest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the innermost subcommand ``args`` chose (``mu run png2y4m``'s for
+    ``mu run png2y4m ...``), or ``parser`` itself if it has none."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(args, action.dest, None) if action is not None else None
+        if action is None or chosen not in action.choices:
+            return parser
+        parser = action.choices[chosen]
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that arguments no parser took are a usage error of
+    the subcommand given, with its usage (argparse reports them on the top parser, whose usage
+    says nothing about the options of ``mu run png2y4m``)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        deepest(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def validate_command(command: list[str]) -> None:
     """Parse and check ``run JOB ...`` or ``map ...`` as ``mu`` would, with no network call (for
     ``mu submit``, before a task is paid for); a usage error exits with status 2.
@@ -308,7 +352,7 @@ def validate_command(command: list[str]) -> None:
             raise SystemExit(2) from exc
         if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
             file_parser = job_file_parser(command[1], module)
-            file_args = file_parser.parse_args(command[2:])
+            file_args = parse(file_parser, command[2:])
             check_backend(file_args)
             try:
                 aws_options.check(file_args)
@@ -317,7 +361,7 @@ def validate_command(command: list[str]) -> None:
                 file_parser.error(str(exc))
         return
     parser = build_parser()
-    args = parser.parse_args(command)
+    args = parse(parser, command)
     check_backend(args)
     if args.subcommand == "map":
         try:
@@ -586,7 +630,7 @@ def cmd_run_file(path: str, argv: list[str]) -> int:
         return 2
     if hasattr(module, "add_arguments") and hasattr(module, "make_job"):
         parser = job_file_parser(path, module)
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
         check_backend(args)
         return cmd_run(parser, args, module)
     saved = sys.argv
@@ -647,13 +691,19 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_genkeys(args: argparse.Namespace) -> int:
+def cmd_genkeys(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """A DIR that cannot take the keys (not a folder, not writable, holding keys already) is a
+    usage error naming it."""
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        parser.error(f"{args.dir} exists and is not a folder; give a folder for the keys")
     keys = tls.make_job_keys(validity=dt.timedelta(days=args.days), label="long-lived")
     try:
         paths = tls.write_keys(keys, args.dir)
-    except (FileExistsError, OSError) as exc:
-        print(f"mu genkeys: {exc}", file=sys.stderr)
-        return 1
+    except FileExistsError as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        where = exc.filename or args.dir
+        parser.error(f"cannot write the keys to {where}: {exc.strerror or exc}; give a folder you can write")
     for path in paths:
         print(path)
     return 0
@@ -680,10 +730,10 @@ def _main(argv: list[str]) -> int:
     if argv[:1] == ["run"] and len(argv) > 1 and is_job_file(argv[1]):
         return cmd_run_file(argv[1], argv[2:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     check_backend(args)
     if args.subcommand == "genkeys":
-        return cmd_genkeys(args)
+        return cmd_genkeys(subparser(parser, "genkeys"), args)
     if args.subcommand == "relay":
         return cmd_relay(args)
     if args.subcommand == "report":

@@ -54,13 +54,13 @@ def test_a_bad_environment_value_is_a_usage_error_naming_the_variable(
     monkeypatch.setenv(variable, value)
     parser = build_parser()
     with pytest.raises(SystemExit) as exit_:
-        parser.parse_args(["run", "png2y4m", "-b", "x"])
+        parser.parse_args(["run", "png2y4m", "-b", "bkt"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: mu run png2y4m") and message in err and "Traceback" not in err
     # Given on the command line, the option wins and the variable is never parsed.
     flag, dest, number = given
-    args = parser.parse_args(["run", "png2y4m", "-b", "x", flag, str(number)])
+    args = parser.parse_args(["run", "png2y4m", "-b", "bkt", flag, str(number)])
     assert getattr(args, dest) == number
 
 
@@ -69,7 +69,7 @@ def test_good_environment_values_are_parsed_with_the_options_type(monkeypatch):
     monkeypatch.setenv("MU_WORKER_MEMORY", "1769")
     monkeypatch.setenv("MU_CONNECT_TIMEOUT", "2.5")
     monkeypatch.setenv("MU_WORKER_ARCH", "arm64")
-    map_args = ["map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "x"]
+    map_args = ["map", "--input", "s3://bkt/i/", "--output", "s3://bkt/o/", "--command", "x"]
     args = build_parser().parse_args(map_args)
     assert (args.port, args.worker_memory, args.connect_timeout) == (4000, 1769, 2.5)
     assert args.worker_arch == "arm64"
@@ -77,7 +77,7 @@ def test_good_environment_values_are_parsed_with_the_options_type(monkeypatch):
     monkeypatch.delenv("MU_PORT")
     monkeypatch.delenv("MU_WORKER_MEMORY")
     monkeypatch.delenv("MU_CONNECT_TIMEOUT")
-    args = build_parser().parse_args(["run", "scan", "-b", "x"])
+    args = build_parser().parse_args(["run", "scan", "-b", "bkt"])
     assert (args.port, args.worker_memory, args.connect_timeout) == (13579, 3008, 300.0)
     assert args.worker_arch == "x86_64"
 
@@ -166,24 +166,27 @@ def parse(*argv: str):
 
 def test_backend_defaults_to_mu_backend_and_the_option_wins(monkeypatch):
     monkeypatch.delenv("MU_BACKEND", raising=False)
-    assert parse("run", "png2y4m", "-b", "x").backend == "local"
+    assert parse("run", "png2y4m", "-b", "bkt").backend == "local"
     monkeypatch.setenv("MU_BACKEND", "aws")
-    assert parse("run", "png2y4m", "-b", "x").backend == "aws"
-    assert parse("map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "true").backend == "aws"
-    assert parse("run", "png2y4m", "-b", "x", "--backend", "local").backend == "local"
+    assert parse("run", "png2y4m", "-b", "bkt").backend == "aws"
+    assert (
+        parse("map", "--input", "s3://bkt/i/", "--output", "s3://bkt/o/", "--command", "true").backend
+        == "aws"
+    )
+    assert parse("run", "png2y4m", "-b", "bkt", "--backend", "local").backend == "local"
     monkeypatch.setenv("MU_BACKEND", "")  # set but empty: as if unset
-    assert parse("run", "png2y4m", "-b", "x").backend == "local"
+    assert parse("run", "png2y4m", "-b", "bkt").backend == "local"
 
 
 def test_a_bad_mu_backend_is_one_line_and_exit_2():
-    bad = mu("run", "png2y4m", "-b", "x", env={"MU_BACKEND": "lambda"})
+    bad = mu("run", "png2y4m", "-b", "bkt", env={"MU_BACKEND": "lambda"})
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "mu: MU_BACKEND='lambda' is not a backend: set it to local or aws, or unset it "
         "(--backend local|aws overrides it)"
     ]
     # given on the command line, --backend wins over a bad variable (here: a dry run's usage error)
-    fine = mu("run", "png2y4m", "-b", "x", "-n", "0", "--backend", "local", env={"MU_BACKEND": "lambda"})
+    fine = mu("run", "png2y4m", "-b", "bkt", "-n", "0", "--backend", "local", env={"MU_BACKEND": "lambda"})
     assert fine.returncode == 2 and "--workers must be at least 1" in fine.stderr
 
 
@@ -197,26 +200,91 @@ def test_a_bad_mu_backend_is_one_line_and_exit_2():
 )
 def test_port_out_of_range_is_a_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        parse("run", "png2y4m", "-b", "x", *argv)
+        parse("run", "png2y4m", "-b", "bkt", *argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_relay_ports_are_checked_too(capsys):
     for argv in (
-        ["run", "scan", "-b", "x", "--relay-port", "65536"],
+        ["run", "scan", "-b", "bkt", "--relay-port", "65536"],
         ["relay", "--keys", "k", "--port", "-2"],
     ):
         with pytest.raises(SystemExit) as exc:
             parse(*argv)
         assert exc.value.code == 2 and "a port is 0 to 65535" in capsys.readouterr().err
     # scan's relay takes PORT+1 unless told otherwise: -t 65535 leaves it none
-    last = mu("run", "scan", "-b", "x", "-t", "65535", "--s3-endpoint", "http://127.0.0.1:9")
+    last = mu("run", "scan", "-b", "bkt", "-t", "65535", "--s3-endpoint", "http://127.0.0.1:9")
     assert last.returncode == 2
     assert "--port 65535 leaves no port for the job's relay (PORT+1): give --relay-port" in last.stderr
 
 
 def test_mu_port_is_checked_as_the_option_is():
-    bad = mu("run", "png2y4m", "-b", "x", env={"MU_PORT": "99999"})
+    bad = mu("run", "png2y4m", "-b", "bkt", env={"MU_PORT": "99999"})
     assert bad.returncode == 2 and "MU_PORT must be a port number, 0 to 65535, got '99999'" in bad.stderr
     assert "Traceback" not in bad.stderr
-    assert parse("run", "png2y4m", "-b", "x", "-t", "0").port == 0  # any free port
+    assert parse("run", "png2y4m", "-b", "bkt", "-t", "0").port == 0  # any free port
+
+
+JOBS = ROOT / "tests" / "libmu" / "jobs"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["run", "png2y4m", "-b", "bkt", "-n", "2", "--bogus"], "usage: mu run png2y4m "),
+        (["run", "png2y4m", "-b", "bkt", "-n", "2", "extra"], "usage: mu run png2y4m "),
+        (["run", "scan", "-b", "bkt", "--bogus"], "usage: mu run scan "),
+        (["report", "x", "--bogus"], "usage: mu report "),
+        (["genkeys", "d", "--bogus"], "usage: mu genkeys "),
+        (["submit", "png2y4m", "--bogus"], "usage: mu run png2y4m "),  # the task's command, as mu run's
+        (["map", "--input", "s3://f00/x/", "--output", "s3://f00/o/", "--command", "c", "--bogus"],
+         "usage: mu map "),
+        (["pymap", "m:f", "--items", "i.jsonl", "--bogus"], "usage: mu pymap "),
+        (["run", str(JOBS / "project_job.py"), "--bogus"], f"usage: mu run {JOBS / 'project_job.py'}"),
+    ],
+)  # fmt: skip
+def test_unknown_arguments_print_the_usage_of_the_command_given(argv, usage):
+    proc = mu(*argv)
+    assert proc.returncode == 2 and proc.stderr.startswith(usage), proc.stderr
+    unknown = argv[-1]
+    assert proc.stderr.rstrip().endswith(f"error: unrecognized arguments: {unknown}")
+    assert "usage: mu [-h]" not in proc.stderr
+
+
+def test_a_mu_job_file_run_by_python_reports_unknown_arguments_with_its_usage():
+    job = str(JOBS / "png2y4m_job.py")
+    for argv, said in (
+        (["--bogus"], "option --bogus not recognized"),
+        (["extra"], "extraneous arguments 'extra'"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, job, *argv], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+        assert proc.returncode == 2 and said in proc.stderr and f"Usage: {job}" in proc.stderr, proc.stderr
+        via_mu = mu("run", job, *argv)
+        assert via_mu.returncode == 2 and said in via_mu.stderr and f"Usage: {job}" in via_mu.stderr
+
+
+def test_an_unknown_job_name_says_how_job_files_and_map_are_given():
+    proc = mu("run", "nosuchjob")
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: mu run ")
+    assert proc.stderr.splitlines()[-1] == (
+        "mu run: error: argument JOB: no bundled job 'nosuchjob' (bundled: png2y4m, scan); a job file is "
+        "given as its path, e.g. 'mu run ./JOB.py', and mapping a command over S3 objects is 'mu map'"
+    )
+
+
+def test_genkeys_names_a_folder_it_cannot_use(tmp_path):
+    file = tmp_path / "f"
+    file.write_text("")
+    for folder, said in (
+        (
+            "/proc/x",
+            "cannot write the keys to /proc/x: No such file or directory; give a folder you can write",
+        ),
+        (str(file), f"{file} exists and is not a folder; give a folder for the keys"),
+    ):
+        proc = mu("genkeys", folder)
+        assert proc.returncode == 2 and proc.stderr.startswith("usage: mu genkeys "), proc.stderr
+        assert proc.stderr.splitlines()[-1] == f"mu genkeys: error: {said}"
+    assert not os.path.exists("/proc/x")

@@ -36,8 +36,12 @@ def test_genkeys_writes_private_keys_0600_and_refuses_to_overwrite(tmp_path, cap
     loaded = tls.read_keys(tmp_path / "k")
     tls.server_context(loaded)
     tls.worker_context(loaded)
-    assert main(["genkeys", str(tmp_path / "k")]) == 1
-    assert "refusing to overwrite" in capsys.readouterr().err
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # a DIR holding keys is a bad DIR: usage error
+        main(["genkeys", str(tmp_path / "k")])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mu genkeys ") and "refusing to overwrite" in err
 
 
 def test_read_keys_names_missing_files(tmp_path):
