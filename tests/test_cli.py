@@ -274,6 +274,38 @@ def test_an_unknown_job_name_says_how_job_files_and_map_are_given():
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["run", "png2y4m", "-b", ""], "argument -b/--bucket: expected an S3 bucket name, got ''"),
+        (["run", "scan", "-b", "s3://frames/x"],
+         "expected a bucket's name, not a URL: give 'frames' without s3://"),
+        (["run", "png2y4m", "-b", "-frames"], "argument -b/--bucket: expected one argument"),
+        (["run", "png2y4m", "-b", "a"], "expected an S3 bucket name, got 'a': 3 to 63 lowercase letters"),
+        (["map", "--input", "s3://in_/x/", "--output", "s3://out/o/", "--command", "c"],
+         "--input s3://in_/x/: expected an S3 bucket name, got 'in_'"),
+        (["submit", "png2y4m", "-b", ""], "expected an S3 bucket name, got ''"),
+    ],
+)  # fmt: skip
+def test_a_malformed_bucket_name_is_a_usage_error_before_any_s3_call(argv, said):
+    proc = mu(*argv, env={"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"})
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: mu "), proc.stderr
+    assert (
+        said in proc.stderr.splitlines()[-1]
+        and "Traceback" not in proc.stderr
+        and "botocore" not in proc.stderr
+    )
+
+
+def test_legacy_bucket_names_pass_the_shape_check():
+    from coordinator.preflight.io import bucket_problem
+
+    for name in ("frames", "my.bucket-1", "Old_Bucket", "a" * 63, "x1y"):
+        assert bucket_problem(name) is None, name
+    for name in ("", "ab", "-ab", "ab-", "a b", "a/b", "s3://ab1"):
+        assert bucket_problem(name), name
+
+
 def test_genkeys_names_a_folder_it_cannot_use(tmp_path):
     file = tmp_path / "f"
     file.write_text("")

@@ -18,6 +18,7 @@ from coordinator.core.job import Job, numbered_key
 from coordinator.core.machine import CommandListState, TerminalState
 from coordinator.preflight import JobIO, PreflightError
 from coordinator.preflight.checks import s3_client, s3_problem
+from coordinator.preflight.io import bucket_problem
 
 MAX_OBJECTS = 1_000_000
 
@@ -26,6 +27,9 @@ def parse_s3_url(url: str, what: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
         raise ValueError(f"{what} must look like s3://BUCKET/PREFIX/, got {url!r}")
+    problem = bucket_problem(parts.netloc)
+    if problem:
+        raise ValueError(f"{what} {url}: {problem}")
     return parts.netloc, parts.path.lstrip("/")
 
 

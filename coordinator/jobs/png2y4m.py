@@ -13,6 +13,7 @@ from typing import Any
 from coordinator.core.job import Job, numbered_key
 from coordinator.core.machine import CommandListState, ForLoopState, TerminalState
 from coordinator.preflight import JobIO
+from coordinator.preflight.io import bucket_name
 
 COMMAND = "png2y4m -o ##OUTFILE## ##INFILE##"
 
@@ -96,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--frames", type=int, default=6, help="frames per chunk (6)")
     p.add_argument("-o", "--offset", type=int, default=0, help="input chunks to skip (0)")
     p.add_argument("-v", "--video", default="sintel-1k", help="video name ('sintel-1k')")
-    p.add_argument("-b", "--bucket", required=True, help="S3 bucket holding the video")
+    p.add_argument("-b", "--bucket", required=True, type=bucket_name, help="S3 bucket holding the video")
     p.add_argument("-i", "--in-format", default="png16", help="input format ('png16')")
 
 

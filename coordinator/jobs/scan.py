@@ -19,6 +19,7 @@ from coordinator.core.machine import (
     TerminalState,
 )
 from coordinator.preflight import JobIO
+from coordinator.preflight.io import bucket_name
 
 
 def chunk_key(prefix: str, i: int) -> str:
@@ -121,7 +122,7 @@ class ScanConfigState(CommandListState):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--workers", type=int, default=2, help="workers, one chunk each, in chain order (2)")
-    p.add_argument("-b", "--bucket", required=True, help="S3 bucket for input and output")
+    p.add_argument("-b", "--bucket", required=True, type=bucket_name, help="S3 bucket for input and output")
     p.add_argument(
         "--input", default="scan-in/", help="input prefix: chunk i is PREFIX%%08d.bin ('scan-in/')"
     )

@@ -23,6 +23,7 @@ from coordinator.core.job import Job
 from coordinator.core.roster import rotating_goose
 from coordinator.libmu import util
 from coordinator.libmu.defs import Defs
+from coordinator.preflight.io import bucket_problem
 
 __all__ = [
     "_compute_actor_number",
@@ -283,8 +284,10 @@ def _numbers(flag: str, arg: str, usage: str) -> list[int]:
 
 def _apply(server_info: Any, flag: str, arg: str, usage: str) -> None:
     """One mu flag, with mu's meaning (see mu's libmu/server.py ``options``)."""
-    if flag == "b" and not arg.strip():
-        _usage_error("-b needs the name of the S3 bucket the job reads and writes, got ''", usage)
+    if flag == "b" and bucket_problem(arg):
+        empty = not arg.strip()
+        _usage_error("-b needs the name of the S3 bucket the job reads and writes, got ''" if empty
+                     else f"-b: {bucket_problem(arg)}", usage)  # fmt: skip
     if flag in _TEXT_FLAGS:
         setattr(server_info, _TEXT_FLAGS[flag], arg)
     elif flag in _WHOLE_FLAGS:

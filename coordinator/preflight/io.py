@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 from dataclasses import dataclass
+
+# S3's rule for new buckets is 3 to 63 of [a-z0-9.-], starting and ending with a letter or a
+# digit; buckets made in us-east-1 before March 2018 may also hold capitals and '_', up to 255.
+BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+
+
+def bucket_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an S3 bucket's name, or None if it can: a malformed name found
+    before anything starts, instead of botocore's parameter dump once the job runs."""
+    if BUCKET_NAME.fullmatch(name):
+        return None
+    if name.startswith("s3://"):
+        return f"expected a bucket's name, not a URL: give {name[5:].split('/')[0]!r} without s3://"
+    return (
+        f"expected an S3 bucket name, got {name!r}: 3 to 63 lowercase letters, digits, '.' and '-', "
+        "starting and ending with a letter or a digit"
+    )
+
+
+def bucket_name(text: str) -> str:
+    """An argparse type for options naming a bucket (``-b``)."""
+    problem = bucket_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 @dataclass

@@ -144,7 +144,7 @@ def test_submit_map_checks_maps_options_before_any_aws_call(s3, deployed, tmp_pa
     ecs = s3.client("ecs")
     before = len(ecs.list_tasks(cluster=deployed["outputs"]["Cluster"])["taskArns"])
     dead = {**no_aws(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    good = ["--input", "s3://b/in/", "--output", "s3://b/out/", "--command", "true"]
+    good = ["--input", "s3://bkt/in/", "--output", "s3://bkt/out/", "--command", "true"]
     for args, message in [
         (["--input", "b/in/", *good[2:]], "mu map: error: --input must look like s3://BUCKET/PREFIX/, got"),
         (good[:4], "mu map: error: the following arguments are required: --command"),

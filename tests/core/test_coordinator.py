@@ -198,11 +198,11 @@ def test_cli_usage_errors():
     def mu(*args):
         return subprocess.run([sys.executable, "-m", "coordinator", *args], capture_output=True, text=True)
 
-    bad = mu("run", "png2y4m", "-b", "x", "-n", "0")
+    bad = mu("run", "png2y4m", "-b", "bkt", "-n", "0")
     assert bad.returncode == 2 and "--workers must be at least 1" in bad.stderr
     missing = mu("run", "png2y4m")
     assert missing.returncode == 2 and "-b/--bucket" in missing.stderr
-    aws = mu("run", "png2y4m", "-b", "x", "--backend", "aws", "--function", "")
+    aws = mu("run", "png2y4m", "-b", "bkt", "--backend", "aws", "--function", "")
     assert aws.returncode == 2 and "name at least one worker function with --function" in aws.stderr
     no_addr = mu(
         "run",
@@ -220,20 +220,21 @@ def test_cli_usage_errors():
 
     unknown = mu("frobnicate")
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
-    killtime = mu("run", "png2y4m", "-b", "x", "-m", "-1")
+    killtime = mu("run", "png2y4m", "-b", "bkt", "-m", "-1")
     assert killtime.returncode == 2 and "must be greater than 0" in killtime.stderr
 
 
-MAP = ["map", "--input", "s3://b/i/", "--output", "s3://b/o/", "--command", "true"]
+MAP = ["map", "--input", "s3://bkt/i/", "--output", "s3://bkt/o/", "--command", "true"]
 FOUND_AFTER_PARSING = [
-    (["run", "png2y4m", "-b", "x", "-n", "0"], "mu run png2y4m", "--workers must be at least 1"),
-    (["run", "png2y4m", "-b", "x", "-f", "0"], "mu run png2y4m", "--frames must be at least 1"),
-    (["run", "scan", "-b", "x", "-n", "5", "--max-workers", "2"], "mu run scan", "more than --max-workers 2"),
+    (["run", "png2y4m", "-b", "bkt", "-n", "0"], "mu run png2y4m", "--workers must be at least 1"),
+    (["run", "png2y4m", "-b", "bkt", "-f", "0"], "mu run png2y4m", "--frames must be at least 1"),
+    (["run", "scan", "-b", "bkt", "-n", "5", "--max-workers", "2"], "mu run scan",
+     "more than --max-workers 2"),
     ([*MAP[:2], "frames/x", *MAP[3:]], "mu map", "--input must look like s3://BUCKET/PREFIX/"),
-    (["run", "png2y4m", "-b", "x", "--backend", "aws"], "mu run png2y4m", "name at least one worker"),
-    (["run", "png2y4m", "-b", "x", "-O", "/nonexistent/t.json"], "mu run png2y4m",
+    (["run", "png2y4m", "-b", "bkt", "--backend", "aws"], "mu run png2y4m", "name at least one worker"),
+    (["run", "png2y4m", "-b", "bkt", "-O", "/nonexistent/t.json"], "mu run png2y4m",
      "-O /nonexistent/t.json: the folder /nonexistent does not exist; create it, or name a file"),
-    (["run", "scan", "-b", "x", "-P", "/etc/hostname/p.out"], "mu run scan",
+    (["run", "scan", "-b", "bkt", "-P", "/etc/hostname/p.out"], "mu run scan",
      "-P /etc/hostname/p.out: /etc/hostname is not a folder"),
     ([*MAP, "-O", "/"], "mu map", "-O /: / is a folder; name a file"),
 ]  # fmt: skip

@@ -283,9 +283,10 @@ def test_map_usage_errors(s3):
         return subprocess.run(cmd, capture_output=True, text=True)
 
     assert (
-        "--input must look like s3://" in mu("--input", "x", "--output", "s3://b/o/", "--command", "c").stderr
+        "--input must look like s3://"
+        in mu("--input", "x", "--output", "s3://bkt/o/", "--command", "c").stderr
     )
     # A missing bucket is found before anything is launched: a run-time error, one line, status 1.
-    empty = mu("--input", "s3://no-such-bucket-x/p/", "--output", "s3://b/o/", "--command", "c")
+    empty = mu("--input", "s3://no-such-bucket-x/p/", "--output", "s3://bkt/o/", "--command", "c")
     assert empty.returncode == 1 and "bucket 'no-such-bucket-x' does not exist" in empty.stderr
     assert "usage:" not in empty.stderr and len(empty.stderr.strip().splitlines()) == 1

@@ -330,7 +330,7 @@ def test_mu_run_aws_refuses_a_job_lambda_cannot_run_before_invoking_anything(end
     async def scenario():
         async with FakeLambda(endpoint_keys, limits={"us-east-1": (1000, 100)}) as fake:
             proc = await asyncio.to_thread(
-                mu, "run", "png2y4m", "-n", "150", "-b", "b", "--backend", "aws", "--function", "mu-w",
+                mu, "run", "png2y4m", "-n", "150", "-b", "bkt", "--backend", "aws", "--function", "mu-w",
                 "--lambda-endpoint", fake.url, "--advertise", "127.0.0.1", "-t", "0",
                 env={"AWS_CA_BUNDLE": bundle, "AWS_ACCESS_KEY_ID": CREDS.access_key,
                      "AWS_SECRET_ACCESS_KEY": CREDS.secret_key, "AWS_SESSION_TOKEN": CREDS.token},
@@ -345,10 +345,10 @@ def test_mu_run_aws_refuses_a_job_lambda_cannot_run_before_invoking_anything(end
 
 
 def test_max_workers_guards_every_job(tmp_path):
-    proc = mu("run", "png2y4m", "-n", "1001", "-b", "b")
+    proc = mu("run", "png2y4m", "-n", "1001", "-b", "bkt")
     assert proc.returncode == 2
     assert "this job needs 1001 workers at once, more than --max-workers 1000" in proc.stderr
-    proc = mu("run", "png2y4m", "-n", "90", "--spares", "20", "-b", "b", "--max-workers", "100")
+    proc = mu("run", "png2y4m", "-n", "90", "--spares", "20", "-b", "bkt", "--max-workers", "100")
     assert proc.returncode == 2 and "needs 110 workers at once, more than --max-workers 100" in proc.stderr
 
 
@@ -385,7 +385,7 @@ def test_mu_run_aws_without_region_or_credentials_is_one_line_and_exit_2(tmp_pat
         else:
             base[key] = value
     proc = subprocess.run(
-        [sys.executable, "-m", "coordinator", "run", "png2y4m", "-b", "b", "--backend", "aws",
+        [sys.executable, "-m", "coordinator", "run", "png2y4m", "-b", "bkt", "--backend", "aws",
          "--function", "f", "--advertise", "127.0.0.1"],
         capture_output=True, text=True, env=base, timeout=60,
     )  # fmt: skip

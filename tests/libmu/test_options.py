@@ -134,7 +134,7 @@ def test_flags_set_the_settings_as_mu(monkeypatch):
         "-v",
         "clip",
         "-b",
-        "bk",
+        "bkt",
         "-i",
         "png8",
         "-t",
@@ -153,7 +153,7 @@ def test_flags_set_the_settings_as_mu(monkeypatch):
         3,
         2,
         "clip",
-        "bk",
+        "bkt",
         "png8",
     )
     assert (s.port_number, s.lambda_function, s.regions) == (0, "fn", ["us-west-2", "eu-west-1"])
@@ -247,6 +247,7 @@ def test_kill_time_flag(monkeypatch):
         (["-c", "ca.pem"], "give all of -c caCert, -s srvCert and -k srvKey"),
         (["--kill-time", "0"], "must be greater than 0"),
         (["-b", ""], "-b needs the name of the S3 bucket the job reads and writes, got ''"),
+        (["-b", "s3://frames"], "-b: expected a bucket's name, not a URL: give 'frames' without s3://"),
         (["-t", "70000"], "-t takes a port from 0 to 65535 (0: any free port), got 70000"),
         (["-t", "-1"], "-t takes a port from 0 to 65535"),
     ],

@@ -57,7 +57,7 @@ def expected(actor: int, workers: int = 3) -> list[str]:
 def job(monkeypatch):
     monkeypatch.setattr(util, "rand_str", lambda n: "U" * n)
     module = load_job_file(JOB)
-    monkeypatch.setattr("sys.argv", [JOB, "-n", "3", "-v", "clip", "-b", "bk", "-T", "4000"])
+    monkeypatch.setattr("sys.argv", [JOB, "-n", "3", "-v", "clip", "-b", "bkt", "-T", "4000"])
     monkeypatch.setattr(server, "server_main_loop", lambda states, constructor, info: None)
     module.main()
     return module, server._RUNS[id(module.ServerInfo)].event
@@ -108,5 +108,5 @@ def test_pipelined_states_send_their_commands_before_any_reply(job):
     machine = Machine(module.SettingsState, 1)
     assert machine.receive(b"OK:HELLO") == [s.encode() for s in fill(SETUP, chunk="00000001", next=2)]
     machine.receive(b"OK:CONNECT(127.0.0.1:4000:HELLO_STATE:UUUUUUUUUUUUUUUU:00000001:2)")
-    pre_run = machine.receive(b"OK:RETRIEVE(bk/clip/00000001.y4m)")
+    pre_run = machine.receive(b"OK:RETRIEVE(bkt/clip/00000001.y4m)")
     assert pre_run == [s.encode() for s in fill(PRE_RUN, n=0, q=30, send=1)]
