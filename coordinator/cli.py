@@ -191,7 +191,8 @@ def add_server_arguments(p: argparse.ArgumentParser, relay: bool = False) -> Non
         g.add_argument("--relay-port", type=port_number(0), default=None,
                        help="port of the job's relay; 0 picks a free one (PORT+1)")  # fmt: skip
     g.add_argument("--log-dir", default=None,
-                   help="local backend: keep worker logs here (default: only if one failed)")  # fmt: skip
+                   help="local backend: keep worker logs in this folder, made if its parent exists "
+                        "(default: a temporary one, kept only if an actor failed)")  # fmt: skip
     g.add_argument(
         "--concurrency", type=_positive(int), default=64, help="local backend: processes at once (64)"
     )

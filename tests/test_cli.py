@@ -320,3 +320,38 @@ def test_genkeys_names_a_folder_it_cannot_use(tmp_path):
         assert proc.returncode == 2 and proc.stderr.startswith("usage: mu genkeys "), proc.stderr
         assert proc.stderr.splitlines()[-1] == f"mu genkeys: error: {said}"
     assert not os.path.exists("/proc/x")
+
+
+@pytest.mark.parametrize(
+    ("folder", "said"),
+    [
+        ("/proc/logs", "--log-dir /proc/logs: cannot create this folder (No such file or directory); "
+                       "name a folder you can write"),
+        ("{tmp}/no/such/logs",
+         "--log-dir {tmp}/no/such/logs: the folder {tmp}/no/such does not exist; create it first "
+         "(mu makes only the last folder of --log-dir), or name a folder in an existing one"),
+        ("{tmp}/file", "--log-dir {tmp}/file exists and is not a folder; name a folder for the worker logs"),
+    ],
+)  # fmt: skip
+def test_log_dir_is_checked_before_anything_starts(tmp_path, folder, said):
+    (tmp_path / "file").write_text("")
+    folder, said = folder.format(tmp=tmp_path), said.format(tmp=tmp_path)
+    proc = mu("run", "png2y4m", "-b", "bkt", "-t", "0", "--log-dir", folder,
+              env={"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"})  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: mu run png2y4m "), proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"mu run png2y4m: error: {said}"
+    assert not (tmp_path / "no").exists() and "listening" not in proc.stderr
+
+
+def test_log_dir_made_only_as_its_last_folder_and_only_by_the_run(tmp_path):
+    from coordinator.preflight.checks import check_log_dir
+
+    check_log_dir(str(tmp_path / "new"))
+    assert list(tmp_path.iterdir()) == []  # tried, and nothing left until the run makes it
+    (tmp_path / "old").mkdir()
+    check_log_dir(str(tmp_path / "old"))
+    assert list((tmp_path / "old").iterdir()) == []
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        with pytest.raises(ValueError, match="cannot write in this folder"):
+            check_log_dir(str(tmp_path / "ro"))

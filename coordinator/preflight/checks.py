@@ -4,6 +4,7 @@ of outputs with inputs, ``-n`` against the input, and local process counts."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,13 +118,48 @@ def check_writable(path: str, option: str, folder: bool = False) -> None:
     raise ValueError(f"{option} {path}: {problem}")
 
 
+def check_log_dir(path: str, option: str = "--log-dir") -> None:
+    """The folder local workers write their logs into, tried before anything is launched: an
+    existing folder must take a file, and a new one is made by the run only as the last folder
+    of the path (a typo in a parent folder is refused rather than built from /). Trying is the
+    only sure test: root passes every permission check, yet cannot make a folder in /proc.
+    Nothing is left behind; a ValueError says what to change."""
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"{option} {path} exists and is not a folder; name a folder for the worker logs")
+    if not os.path.exists(target) and not os.path.isdir(parent):
+        raise ValueError(
+            f"{option} {path}: the folder {parent} does not exist; create it first "
+            f"(mu makes only the last folder of {option}), or name a folder in an existing one"
+        )
+    made = False
+    try:
+        if not os.path.exists(target):
+            os.mkdir(target)
+            made = True
+        fd, probe = tempfile.mkstemp(prefix=".mu-probe-", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        what = "create" if not os.path.exists(target) else "write in"
+        raise ValueError(
+            f"{option} {path}: cannot {what} this folder ({exc.strerror or exc}); name a folder you can write"
+        ) from exc
+    finally:
+        if made:
+            os.rmdir(target)  # the run makes it when it launches; a refused run leaves nothing
+
+
 def check_outputs(args: Any) -> None:
-    """The files a run writes when it ends (-O, -P), checked before it starts (--timing-s3's
-    form is checked with the AWS options)."""
+    """The files a run writes (-O, -P when it ends; local workers' --log-dir from its start),
+    checked before it starts (--timing-s3's form is checked with the AWS options)."""
     if args.timing_log:
         check_writable(args.timing_log, "-O")
     if getattr(args, "cprofile", None):
         check_writable(args.cprofile, "-P")
+    if getattr(args, "log_dir", None) and getattr(args, "backend", "local") == "local":
+        check_log_dir(args.log_dir)
 
 
 def s3_client(region: str, endpoint: str | None) -> Any:
