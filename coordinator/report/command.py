@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from coordinator.preflight.checks import check_writable
-from coordinator.report import tables, timeline
+from coordinator.report import schema, tables, timeline
 from coordinator.report.analysis import analyze
 from coordinator.report.cost import PriceError, load_prices
 from coordinator.report.streams import Guarded
@@ -39,6 +39,12 @@ def load(path: str) -> dict[str, Any]:
         raise ValueError(f"{path} is not a timing log (not JSON: {exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
         raise ValueError(f"{path} is not a timing log: no 'records' list (write one with mu run -O FILE)")
+    try:
+        schema.check(doc)
+    except schema.ShapeError as exc:
+        raise ValueError(
+            f"{path} is not a timing log mu report can read: {exc} (write one with mu run -O FILE)"
+        ) from exc
     return doc
 
 
