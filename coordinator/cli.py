@@ -549,7 +549,9 @@ def _execute(
         status.close()
         print(plan_text(job=job.name, workers=job.workers, spares=args.spares, backend=args.backend,
                         concurrency=args.concurrency, io=io, memory_mb=args.worker_memory,
-                        arch=args.worker_arch, prices=prices, found=found, dial=dial))  # fmt: skip
+                        arch=args.worker_arch, prices=prices, found=found, dial=dial,
+                        lambda_regions=getattr(launcher, "regions", ()),
+                        lambda_unchecked=getattr(launcher, "unchecked_regions", ())))  # fmt: skip
         return 0, None
     options = ServerOptions(
         host=host, port=args.port, kill_time=args.kill_time, connect_timeout=args.connect_timeout,

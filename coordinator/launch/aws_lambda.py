@@ -102,6 +102,7 @@ class LambdaLauncher(Launcher):
             raise LaunchError(f"{exc}; or use --backend local") from exc
         bundle = ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
         self._clients = {r: self._client(r, endpoint_url, bundle) for r in self.regions}
+        self.unchecked_regions: list[str] = []  # where check_capacity could not read the settings
         try:
             endpoints = {r: Endpoint.parse(c.meta.endpoint_url) for r, c in self._clients.items()}
         except ValueError as exc:
@@ -156,6 +157,7 @@ class LambdaLauncher(Launcher):
                     raise LaunchError(str(error)) from exc
                 many = f"{workers} worker" + ("" if workers == 1 else "s")
                 self._say(f"warning: {error}; launching without knowing whether {many} fit")
+                self.unchecked_regions.append(region)
         problems = shortfalls(workers, [(t.function, t.region) for t in self.targets], regions)
         if problems:
             raise LaunchError(advice(workers, problems))

@@ -8,6 +8,8 @@ job: no port is opened, no address is discovered, nothing is invoked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from coordinator.aws.discover import DiscoveryError, task_metadata_uri
 from coordinator.core.logsink import in_ecs_task
 from coordinator.preflight.checks import Preflight
@@ -36,7 +38,11 @@ def plan_text(
     prices: dict[str, float],
     found: Preflight,
     dial: str,
+    lambda_regions: Sequence[str] = (),
+    lambda_unchecked: Sequence[str] = (),
 ) -> str:
+    """``lambda_regions``: the aws backend's regions; ``lambda_unchecked``: those whose Lambda
+    settings could not be read (a warning said why), which the plan must not call checked."""
     lines = [f"mu {job}: dry run, nothing launched"]
     extra = f" and {spares} spares" if spares else ""
     if backend == "local":
@@ -62,14 +68,26 @@ def plan_text(
     else:
         lines.append("  reads and writes: not declared by this job (no input checks)")
     lines.append("  " + cost_line(backend, workers + spares, io, memory_mb, arch, prices, found))
+    lines.append("  " + checked_line(backend, io, lambda_regions, lambda_unchecked))
+    return "\n".join(lines)
+
+
+def checked_line(backend: str, io: JobIO | None, regions: Sequence[str], unchecked: Sequence[str]) -> str:
+    """What the dry run checked, and what it could not: a check that failed with a warning is
+    not listed as done."""
     done = ["credentials"] if io is not None or backend == "aws" else []
     if io is not None:
         done.append("the bucket and every input (S3)")
-    if backend == "aws":
-        done.append("the worker functions and the account's Lambda concurrency")
-    lines.append(f"  checked: {', '.join(done) or 'the options'}; not done: opening the port, "
-                 + ("finding the address, " if backend == "aws" else "") + "launching")  # fmt: skip
-    return "\n".join(lines)
+    lambda_checks = "the worker functions and the account's Lambda concurrency"
+    read = [r for r in regions if r not in unchecked]
+    if backend == "aws" and read:
+        done.append(lambda_checks + (f" in {', '.join(read)}" if unchecked else ""))
+    text = f"checked: {', '.join(done) or 'the options'}"
+    if backend == "aws" and unchecked:
+        text += (f"; not checked: {lambda_checks} in {', '.join(unchecked)} (they could not be read: "
+                 "see the warning above)")  # fmt: skip
+    not_done = "opening the port, " + ("finding the address, " if backend == "aws" else "") + "launching"
+    return f"{text}; not done: {not_done}"
 
 
 def dial_plan(backend: str, host: str, advertise: str | None, port: int) -> tuple[str, str | None]:

@@ -266,3 +266,20 @@ def test_overlap_rule_is_by_prefix_and_key(s3):
         check("a/", "a/")
     assert check("in/", "out/").missing == 0  # sibling prefixes
     assert check("a/", "a/", out_bucket=other).missing == 0  # the same prefix in another bucket
+
+
+def test_aws_dry_run_lists_only_what_it_could_check(s3, bucket, tmp_path):
+    """Lambda's settings unreadable (nothing listens at the endpoint): a warning says so, and the
+    plan lists the Lambda checks as not done instead of claiming them."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc, fake = aws_run(
+        s3, bucket, tmp_path, "--dry-run", "--advertise", "127.0.0.1", "--lambda-endpoint", dead
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: reading Lambda concurrency in us-east-1" in proc.stderr
+    assert (
+        "checked: credentials, the bucket and every input (S3); not checked: the worker functions and the "
+        "account's Lambda concurrency in us-east-1 (they could not be read: see the warning above); "
+        "not done: opening the port, finding the address, launching"
+    ) in proc.stdout
+    assert fake.seen == []
