@@ -355,3 +355,31 @@ def test_log_dir_made_only_as_its_last_folder_and_only_by_the_run(tmp_path):
     if os.geteuid() != 0:  # root writes anywhere
         with pytest.raises(ValueError, match="cannot write in this folder"):
             check_log_dir(str(tmp_path / "ro"))
+
+
+def test_the_local_quickstart_needs_only_what_make_venv_installs(s3, tmp_path):
+    """Every program the README's local quickstart runs is in the venv (or is make / the shell),
+    and its aws lines work against a local S3 with the venv's AWS CLI."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Local quickstart", 1)[1].split("```", 2)[1]
+    programs = {line.split()[0] for line in block.splitlines() if line.strip() and not line.startswith("#")}
+    venv = os.path.dirname(sys.executable)
+    outside = {"make", "export", "."}
+    assert programs - outside <= {"python", "mu", "aws"}, programs
+    for program in programs - outside:
+        assert os.access(os.path.join(venv, program), os.X_OK), program
+    aws = os.path.join(venv, "aws")
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": s3.endpoint, "AWS_ACCESS_KEY_ID": "local",
+           "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    pngs = tmp_path / "my-pngs"
+    pngs.mkdir()
+    (pngs / "00000001.png").write_bytes(b"frame")
+    bucket = f"quickstart-{os.getpid()}"
+    for argv in (
+        ["s3", "mb", f"s3://{bucket}"],
+        ["s3", "cp", "--recursive", str(pngs), f"s3://{bucket}/clip-png16/"],
+    ):
+        done = subprocess.run([aws, *argv], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+    got = s3.client("s3").get_object(Bucket=bucket, Key="clip-png16/00000001.png")["Body"].read()
+    assert got == b"frame"
