@@ -142,6 +142,10 @@ class Driver:
         if problem is not None:
             self._refuse(record, writer, problem)
             return
+        if self.closed:  # the executor shut down while this worker was saying which Python it runs
+            writer.write(encode(b"quit:"))
+            record.machine.end(PythonCallsDone)
+            return
         wid = next(self._ids)
         self.invocations[wid] = record.meta.get("worker")
         view = WorkerRecordView(wid, writer, python, time.monotonic())
