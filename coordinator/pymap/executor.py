@@ -380,15 +380,23 @@ class Executor:
         return None, failure(outcome.kind, outcome.text, position, outcome.attempts)
 
     def _remove_objects(self) -> None:
-        """The argument objects this executor put in the bucket are of no use once it is done."""
-        if not self._keys or not self.options.bucket:
+        """Everything under the job's prefix is of no use once the executor is done: the
+        arguments and functions it put there, and results that no one will read (those of an
+        attempt that lost to another or was cancelled, or whose worker died before its reply).
+        Results that were read are gone already. Without ``s3:ListBucket`` only the objects
+        this executor put are removed."""
+        bucket = self.options.bucket
+        if not bucket or self._engine is None:
             return
+        keys = dict.fromkeys(self._keys)
         with contextlib.suppress(Exception):
-            for start in range(0, len(self._keys), 1000):
-                batch = [{"Key": k} for k in self._keys[start : start + 1000]]
-                self._s3().delete_objects(
-                    Bucket=self.options.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
+            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=self._prefix())
+            keys.update(dict.fromkeys(obj["Key"] for page in pages for obj in page.get("Contents", [])))
+        left = list(keys)
+        with contextlib.suppress(Exception):
+            for start in range(0, len(left), 1000):
+                batch = [{"Key": k} for k in left[start : start + 1000]]
+                self._s3().delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
         self._keys.clear()
 
 

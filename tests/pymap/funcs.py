@@ -103,3 +103,14 @@ def kill_my_worker_once(marker: str, endpoint: str, bucket: str, x: int) -> int:
         os.kill(worker, signal.SIGKILL)
         time.sleep(60)  # killed with the worker long before this ends
     return x * 100
+
+
+def leave_in_bucket(endpoint: str, bucket: str, key: str) -> str:
+    """Puts an object where a worker stores a result, as an attempt that stored its result and
+    then lost its worker (or lost to a duplicate) leaves one that no reply ever names."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").put_object(
+        Bucket=bucket, Key=key, Body=b"stray"
+    )
+    return key

@@ -215,5 +215,59 @@ def test_the_readme_example_runs_in_one_command_and_prints_what_it_says(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+LEAKY_SCRIPT = """
+import sys
+import mu
+from tests.pymap import funcs
+
+endpoint, bucket, marker = sys.argv[1:]
+job = f"leaks-{marker}"
+options = dict(bucket=bucket, s3_endpoint=endpoint, inline_limit=1024, retries=1, job_id=job)
+with mu.Executor(2, **options) as ex:
+    slow = ex.map(funcs.misbehave, [0, 3], timeout=2)
+    killed = ex.map(funcs.kill_my_worker_once, [(marker, endpoint, bucket, x) for x in range(8)])
+    big = ex.map(funcs.blob, [4096])
+    stray = ex.call_async(funcs.leave_in_bucket, endpoint, bucket, f"mu-pymap/{job}/00000099.1.result")
+    print(type(slow[1].exception(timeout=60)).__name__, killed.results(timeout=120)[5],
+          len(big.results(timeout=60)[0]), stray.result(timeout=60) != "")
+print(mu.map(funcs.square, [3], workers=1).results(timeout=60))
+"""
+
+
+def test_a_script_whose_call_times_out_and_whose_worker_is_killed_leaves_nothing_behind(s3, bucket, tmp_path):
+    """No process, nothing in $TMPDIR (a failed call's worker logs are kept only when one
+    says more than its closing summary), and nothing under the job's prefix in the bucket:
+    not the arguments and results that went through it, nor a result no reply ever named."""
+    import subprocess
+    import time
+
+    from tests.conftest import ROOT
+    from tests.resilience.chaos import processes_with_env
+
+    marker = uuid.uuid4().hex[:12]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "MU_TEST_MARK": marker}
+    out = subprocess.run(
+        [sys.executable, "-", s3.endpoint, bucket, marker],
+        input=LEAKY_SCRIPT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["CallTimeoutError", "500", "4096", "True", "[9]"]
+    left = processes_with_env("MU_TEST_MARK", marker)
+    for _ in range(50):  # the workers end with the script; give the kernel a moment
+        if not left:
+            break
+        time.sleep(0.1)
+        left = processes_with_env("MU_TEST_MARK", marker)
+    assert left == []
+    assert list(tmp_path.iterdir()) == []
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == [f"{marker}/5"]  # kill_my_worker_once's own marker, nothing of mu's
+
+
 def test_as_completed_is_the_standard_librarys():
     assert mu.as_completed is cf.as_completed and mu.wait is cf.wait
