@@ -249,17 +249,20 @@ class Driver:
         if payload is None or payload.key is None:
             self._finish(outcome, None if payload is None else payload.data, None)
             return
-        task = asyncio.get_running_loop().create_task(self._fetch_then_finish(outcome, payload.key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.add(asyncio.get_running_loop().create_task(self._fetch_then_finish(outcome, payload.key)))
 
     async def _fetch_then_finish(self, outcome: Outcome, key: str) -> None:
+        problem: BaseException | None = None
+        data: bytes | None = None
         try:
             data = await self.fetch(key)
         except Exception as exc:
-            self._finish(outcome, None, exc)
-            return
-        self._finish(outcome, data, None)
+            problem = exc
+        finally:
+            # Out of the set before _finish asks whether anything is left: the last outcome of
+            # an executor may be one that came through the bucket, and its shutdown waits for idle.
+            self._tasks.discard(asyncio.current_task())
+        self._finish(outcome, data, problem)
 
     def _finish(self, outcome: Outcome, data: bytes | None, problem: BaseException | None) -> None:
         try:

@@ -107,6 +107,19 @@ def test_large_arguments_and_results_go_through_the_bucket_and_are_removed(execu
     assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
+def test_an_executor_whose_last_result_came_through_the_bucket_shuts_down(executor):
+    """Its shutdown waits until no outcome is pending; the fetch of that last result used to
+    count as pending for ever."""
+    import threading
+
+    ex = executor(workers=1, inline_limit=1024)
+    assert ex.map(funcs.blob, [4096]).results(timeout=60) == [funcs.blob(4096)]
+    stopping = threading.Thread(target=ex.shutdown, daemon=True)
+    stopping.start()
+    stopping.join(120)  # a bound for a hang, not a measure: it takes well under a second
+    assert not stopping.is_alive()
+
+
 def test_a_project_module_imported_only_inside_the_call_ships_with_the_function(executor):
     with executor() as ex:
         assert ex.map(funcs.uses_helper, [1]).results() == ["1!"]
