@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machineinfo import machine_line
 
 from coordinator.core import tls
-from lambda_worker.wire import Decoder, encode, split_meta
+from lambda_worker.wire import Decoder, encode
 
 MB = 1_000_000
 COMMAND = "yes 'a line of output from a chatty tool' | head -c {n}"
@@ -58,7 +58,7 @@ def reset_peak(pid: int) -> None:
 
 class Link:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer, self.decoder = reader, writer, Decoder()
+        self.reader, self.writer, self.decoder = reader, writer, Decoder(meta={})  # META is not a reply
         self.pending: list[bytes] = []
 
     async def cmd(self, body: str) -> bytes:
@@ -71,7 +71,7 @@ class Link:
             data = await asyncio.wait_for(self.reader.read(1 << 20), 300)
             if not data:
                 raise EOFError("the worker closed the connection")
-            self.pending += split_meta(self.decoder.feed(data))[0]  # the worker's META is not a reply
+            self.pending += self.decoder.feed(data)
         return self.pending.pop(0)
 
 

@@ -22,26 +22,17 @@ def meta_message(fields: dict[str, Any]) -> bytes:
     return META + json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
 
 
-def split_meta(messages: list[bytes]) -> tuple[list[bytes], dict[str, Any]]:
-    """The messages of one read apart: the replies, and what the ``META:`` ones among them say
-    (one that is not a JSON object is kept as ``unreadable``)."""
-    if not any(msg.startswith(META) for msg in messages):
-        return messages, {}
-    replies: list[bytes] = []
-    meta: dict[str, Any] = {}
-    for msg in messages:
-        if not msg.startswith(META):
-            replies.append(msg)
-            continue
-        try:
-            fields = json.loads(msg[len(META) :])
-        except ValueError:
-            fields = None
-        if isinstance(fields, dict):
-            meta.update(fields)
-        else:
-            meta["unreadable"] = quote(msg, 200)
-    return replies, meta
+def _take_meta(msg: bytes, into: dict[str, Any]) -> None:
+    """What a ``META:`` message says, into ``into`` (one that is not a JSON object is kept as
+    ``unreadable``)."""
+    try:
+        fields = json.loads(msg[len(META) :])
+    except ValueError:
+        fields = None
+    if isinstance(fields, dict):
+        into.update(fields)
+    else:
+        into["unreadable"] = quote(msg, 200)
 
 
 def quote(data: bytes, limit: int = 80) -> str:
@@ -69,12 +60,17 @@ class Decoder:
     A header that is not 12 ASCII digits and a space, or that announces more than
     ``max_frame`` bytes, raises :class:`ProtocolError` before any body is buffered, so a
     hostile peer cannot make us allocate more than one header's worth of memory.
+
+    Given ``meta``, the decoder of a connection from a worker takes the worker's ``META:``
+    message aside into it where the frames are cut, so no reader of that connection (the
+    server's loop, a job's driver) sees it among the replies or has to remember to remove it.
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, meta: dict[str, Any] | None = None) -> None:
         if max_frame < 0:
             raise ValueError(f"max_frame must be >= 0, got {max_frame}")
         self.max_frame = max_frame
+        self.meta = meta
         self._buf = bytearray()
         self._need: int | None = None  # body length of the frame being read, once known
 
@@ -95,7 +91,11 @@ class Decoder:
                 del self._buf[:HEADER_LEN]
             if len(self._buf) < self._need:
                 return out
-            out.append(bytes(self._buf[: self._need]))
+            msg = bytes(self._buf[: self._need])
+            if self.meta is not None and msg.startswith(META):
+                _take_meta(msg, self.meta)
+            else:
+                out.append(msg)
             del self._buf[: self._need]
             self._need = None
 

@@ -21,7 +21,7 @@ from coordinator.core.tls import SERVER_NAME, JobKeys, server_context, worker_co
 from lambda_worker.event import parse_event
 from lambda_worker.session import Session
 from lambda_worker.tlsconf import client_context
-from lambda_worker.wire import Decoder, encode, split_meta
+from lambda_worker.wire import Decoder, encode
 
 
 @dataclass
@@ -31,18 +31,18 @@ class Conn:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    decoder: Decoder = field(default_factory=Decoder)
     pending: list[bytes] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.decoder = Decoder(meta=self.meta)
 
     async def recv(self, timeout: float = 20.0) -> bytes:
         while not self.pending:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
             if not data:
                 raise EOFError("worker closed the connection")
-            replies, meta = split_meta(self.decoder.feed(data))
-            self.meta.update(meta)
-            self.pending.extend(replies)
+            self.pending.extend(self.decoder.feed(data))
         return self.pending.pop(0)
 
     async def send(self, body: bytes | str) -> None:

@@ -24,7 +24,7 @@ from coordinator.core.roster import Action, Relaunch, Roster, StopOthers
 from coordinator.core.status import Status
 from coordinator.report import timing
 from coordinator.report.names import in_words
-from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote, split_meta
+from lambda_worker.wire import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode, quote
 
 UNFILLABLE_GRACE = 1.0  # seconds a vacancy must look unfillable before it counts as failed
 FLOOD_HEADROOM = 1024
@@ -424,7 +424,8 @@ class Coordinator:
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
-        decoder = Decoder(self.opts.max_frame)
+        meta: dict[str, Any] = {}  # what the worker says of itself (META): never a reply a state sees
+        decoder = Decoder(self.opts.max_frame, meta=meta)
         first = await self.gate.first_messages(reader, writer, decoder, peer)
         if first is not None and first[0] != b"OK:HELLO":
             self.gate.reject(peer, f"first message {quote(first[0], 40)} is not OK:HELLO")
@@ -443,8 +444,7 @@ class Coordinator:
                 self._event(f"spare worker from {peer} told to quit")
                 return
             record = self._admit(peer, writer, *seat)
-            first, meta = split_meta(first)
-            record.meta.update(meta)
+            record.meta = meta  # the decoder keeps filling it
             drive = self._driven if self.job.driver is not None else self._drive
             await self._play(record, lambda: drive(record, reader, writer, decoder, first))
         finally:
@@ -523,8 +523,7 @@ class Coordinator:
                     machine.fail("sock closed")
                     break
                 if data:
-                    replies, meta = split_meta(decoder.feed(data))
-                    record.meta.update(meta)
+                    replies = decoder.feed(data)
                     self.books.replies(replies, record.actor)
                     self._send(writer, machine.receive(*replies))
                 machine.tick(time.time(), kill_time, self.job.kill_state)

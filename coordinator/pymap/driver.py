@@ -23,7 +23,7 @@ from typing import Any
 from coordinator.core.gate import READ_SIZE
 from coordinator.core.machine import MachineState, TerminalState
 from lambda_worker.pycall import protocol as p
-from lambda_worker.wire import Decoder, ProtocolError, encode, split_meta
+from lambda_worker.wire import Decoder, ProtocolError, encode
 
 from .package import minor
 from .schedule import Action, CallSpec, Outcome, Scheduler, Send
@@ -179,14 +179,10 @@ class Driver:
     async def _python_version(
         self, record: Any, reader: asyncio.StreamReader, decoder: Decoder, messages: list[bytes]
     ) -> str:
-        """The ``python`` of the worker's ``META:`` message, which follows its OK:HELLO (the
-        server has taken it if it came with the hello); it goes into the record's ``meta``."""
+        """The ``python`` of the worker's ``META:`` message, which follows its OK:HELLO; the
+        connection's decoder puts it into the record's ``meta``."""
         deadline = asyncio.get_running_loop().time() + VERSION_WAIT
-        while True:
-            messages[:], meta = split_meta(messages)
-            record.meta.update(meta)
-            if "python" in record.meta:
-                return str(record.meta["python"])
+        while "python" not in record.meta:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise TimeoutError(
@@ -197,6 +193,7 @@ class Driver:
             if not data:
                 raise ConnectionError("the worker closed its connection before saying which Python it runs")
             messages.extend(decoder.feed(data))
+        return str(record.meta["python"])
 
     def version_problem(self, python: str) -> str | None:
         try:

@@ -30,7 +30,7 @@ async def _worker_that_says_its_python_after_the_executor_closed() -> tuple[Work
     # A replacement worker was seated and said OK:HELLO; its META (which Python it runs) is
     # still on its way when the executor shuts down.
     drive = asyncio.get_running_loop().create_task(
-        driver.drive(record, reader, writer, Decoder(), [b"OK:HELLO"])
+        driver.drive(record, reader, writer, Decoder(meta=record.meta), [b"OK:HELLO"])
     )
     await asyncio.sleep(0.05)
     await driver.close()

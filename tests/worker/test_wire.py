@@ -1,6 +1,6 @@
 import pytest
 
-from lambda_worker.wire import Decoder, ProtocolError, encode, meta_message, quote, split_meta
+from lambda_worker.wire import Decoder, ProtocolError, encode, meta_message, quote
 
 
 def test_encode_is_mu_framing():
@@ -38,13 +38,15 @@ def test_garbage_is_caught_before_a_full_header_arrives():
         Decoder().feed(b"\x16\x03")
 
 
-def test_meta_is_taken_out_of_a_reads_messages():
+def test_meta_is_taken_out_of_a_connections_messages():
     """Project rule: the worker's META message is the server's, never a reply a state sees."""
     meta = meta_message({"worker": 3, "python": "3.11.7", "deadline_ms": 900000})
     assert meta == b'META:{"deadline_ms":900000,"python":"3.11.7","worker":3}'
     replies = [b"OK:HELLO", b"INFO:x:1", b"OK:GETI(x)"]
-    assert split_meta(replies) == (replies, {})
-    got, fields = split_meta([b"OK:HELLO", meta, b"INFO:x:1", b"META:[1]", b"OK:GETI(x)"])
+    fields: dict = {}
+    assert Decoder(meta=fields).feed(b"".join(map(encode, replies))) == replies and fields == {}
+    read = [b"OK:HELLO", meta, b"INFO:x:1", b"META:[1]", b"OK:GETI(x)"]
+    got = Decoder(meta=fields).feed(b"".join(map(encode, read)))
     assert got == replies
     assert fields == {"worker": 3, "python": "3.11.7", "deadline_ms": 900000, "unreadable": "'META:[1]'"}
 
