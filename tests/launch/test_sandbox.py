@@ -20,7 +20,7 @@ from coordinator.core.runner import run_job
 from coordinator.core.server import JobResult, ServerOptions
 from coordinator.core.status import Status
 from coordinator.core.tls import make_job_keys
-from coordinator.launch.local import LocalLauncher
+from coordinator.launch.local import QUIT_GRACE, LocalLauncher
 from coordinator.launch.sandbox import NoSandbox, Sandbox, SandboxError
 from coordinator.local.demo import encode_png, frame_rgb, to_uint16
 from tests.helpers import scripted_job
@@ -163,6 +163,27 @@ def test_a_worker_killed_mid_run_leaves_no_process_behind(tmp_path):
     assert not result.ok and "sock closed" in result.failures["actor 0"]
     assert processes_with(f"sleep {mark}") == []
     assert len(sandbox) >= 6 and [p for p in sandbox if alive(p)] == []
+
+
+def test_a_job_past_its_deadline_kills_its_workers_without_a_grace(tmp_path):
+    """Workers busy in a long command when --deadline passes are killed at once: the launcher
+    is closed with no grace for them to quit on their own (it once waited 5 s first)."""
+    mark = marker()
+    graces: list[float] = []
+
+    class Recording(LocalLauncher):
+        async def close(self, grace: float = QUIT_GRACE) -> None:
+            graces.append(grace)
+            await super().close(grace)
+
+    opts = ServerOptions(host="127.0.0.1", port=0, kill_time=60, connect_timeout=60, deadline=2)
+    launcher = Recording(tmp_path / "logs", concurrency=2)
+    job = scripted_job(2, good=f"sleep {mark}")
+    result = asyncio.run(
+        asyncio.wait_for(run_job(job, launcher, make_job_keys(), opts, Status("t", 2, tty=False)), 120)
+    )
+    assert not result.ok and graces == [0]
+    assert processes_with(f"sleep {mark}") == []
 
 
 def test_a_worker_that_ends_takes_its_daemons_with_it(tmp_path):
